@@ -1,0 +1,40 @@
+"""`seedvr2-jax parity`: the port against outputs of the official code (fixture directories)."""
+
+from __future__ import annotations
+
+from seedvr2_jax.parity import dit
+from seedvr2_jax.errors import FixtureError
+from seedvr2_jax.parity.common import Fixture
+
+# component -> (check function, files the fixture must hold for it)
+COMPONENTS = {
+    "dit3b": (dit.run, dit.REQUIRED["dit3b"]),
+    "dit7b": (dit.run, dit.REQUIRED["dit7b"]),
+}
+
+
+def run(fixture_dir: str, components: list[str] | None = None, log=print) -> bool:
+  """Runs the requested components (default: all); prints one line each; True if all pass."""
+  fixture = Fixture(fixture_dir)
+  names = components or list(COMPONENTS)
+  unknown = [n for n in names if n not in COMPONENTS]
+  if unknown:
+    raise FixtureError(f"unknown parity component(s) {', '.join(unknown)}; "
+                       f"known: {', '.join(COMPONENTS)}")
+  all_ok, ran = True, 0
+  for name in names:
+    check_fn, required = COMPONENTS[name]
+    if name not in fixture.config or not fixture.has(*required):
+      log(f"{name}: skipped (not in fixture {fixture_dir})")
+      continue
+    checks = check_fn(fixture, name)
+    if not checks:
+      raise FixtureError(f"{fixture_dir}: {name} has no reference outputs")
+    ok = all(c.ok for c in checks)
+    detail = ", ".join(f"{c.name} {c.max_rel_err:.3g}<={c.tol:g}" for c in checks)
+    log(f"{name} max_rel_err={checks[0].max_rel_err:.3e} {'PASS' if ok else 'FAIL'} [{detail}]")
+    all_ok &= ok
+    ran += 1
+  if not ran:
+    raise FixtureError(f"{fixture_dir}: none of the components {', '.join(names)} is present")
+  return all_ok

@@ -1,0 +1,28 @@
+"""seedvr2-jax: SeedVR2 one-step video restoration in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="seedvr2-jax",
+    version="0.1.0",
+    description="JAX/Flax SeedVR2: one-step diffusion video restoration, inference and training",
+    python_requires=">=3.12",
+    packages=find_packages(include=["seedvr2_jax", "seedvr2_jax.*"]),
+    install_requires=[
+        # Pinned to what the GPU image has, so CPU CI and GPUs run the same code.
+        "jax==0.11.2",
+        "flax==0.12.10",
+        "optax==0.2.8",
+        "orbax-checkpoint==0.12.4",
+        "grain==0.2.18",
+        "tensorflow-datasets==4.9.10",
+        "importlib_resources==7.1.0",  # tensorflow-datasets 4.9.10 imports it undeclared
+        "einops==0.8.2",
+        "ml-collections==1.1.0",
+        "clu==0.0.12",
+        "numpy>=2.1",
+        "ml_dtypes>=0.5",  # bfloat16 numpy arrays for checkpoint I/O (already a jax dependency)
+    ],
+    extras_require={"dev": ["pytest==9.2.0"]},
+    entry_points={"console_scripts": ["seedvr2-jax=seedvr2_jax.cli:main"]},
+)
