@@ -12,12 +12,9 @@ Each (config, frames) runs in its own process so peak memory is per setting. FLO
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
-PEAK_TFLOPS = 989.0
 
 
 def run_one(args) -> dict:
@@ -29,6 +26,7 @@ def run_one(args) -> dict:
   from seedvr2_jax.models.dit import config as dit_config
   from seedvr2_jax.models.dit import flops as dit_flops
   from seedvr2_jax.models.dit.nadit import NaDiT
+  from seedvr2_jax.utils.benchmark import PEAK_TFLOPS, peak_memory_gb, time_jitted
 
   cfg = dit_config.from_config_dict(config_lib.load_config(args.config).model,
                                     dtype=args.dtype, param_dtype=args.dtype,
@@ -41,31 +39,20 @@ def run_one(args) -> dict:
   txt = jax.random.normal(key, (1, args.txt_len, cfg.txt_in_dim), jnp.dtype(args.dtype))
   timestep = jnp.full((1,), 1000.0, jnp.float32)
 
-  forward = jax.jit(lambda s, v, t, ts: nnx.merge(graphdef, s)(v, t, ts))
-  start = time.perf_counter()
-  compiled = forward.lower(state, vid, txt, timestep).compile()
-  compile_s = time.perf_counter() - start
-  for _ in range(args.warmup):
-    compiled(state, vid, txt, timestep).block_until_ready()
-  times = []
-  for _ in range(args.iters):
-    start = time.perf_counter()
-    compiled(state, vid, txt, timestep).block_until_ready()
-    times.append(time.perf_counter() - start)
-  seconds = statistics.median(times)
+  forward = lambda s, v, t, ts: nnx.merge(graphdef, s)(v, t, ts)
+  timing = time_jitted(forward, state, vid, txt, timestep, warmup=args.warmup, iters=args.iters)
+  seconds = timing["seconds"]
   grid = dit_flops.token_grid(cfg, latent)
   f = dit_flops.forward_flops(cfg, latent, args.txt_len)
   tokens = grid[0] * grid[1] * grid[2]
-  stats = jax.devices()[0].memory_stats() or {}
   tflops = f["total"] / seconds / 1e12
   return dict(
       config=args.config, variant=cfg.variant, frames=args.frames[0],
       size=f"{args.width}x{args.height}", latent=latent, token_grid=grid, txt_len=args.txt_len,
       dtype=args.dtype, attention=args.attention, device=jax.devices()[0].device_kind,
-      jax=jax.__version__, seconds=seconds, seconds_min=min(times), compile_s=compile_s,
-      tokens_per_s=tokens / seconds, tflop=f["total"] / 1e12,
+      jax=jax.__version__, **timing, tokens_per_s=tokens / seconds, tflop=f["total"] / 1e12,
       attention_share=f["attention"] / f["total"], tflops=tflops,
-      mfu=tflops / PEAK_TFLOPS, peak_gb=stats.get("peak_bytes_in_use", 0) / 1e9)
+      mfu=tflops / PEAK_TFLOPS, peak_gb=peak_memory_gb())
 
 
 def main():

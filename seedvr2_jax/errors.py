@@ -15,3 +15,7 @@ class ConfigError(SeedVR2Error):
 
 class FixtureError(SeedVR2Error):
   """A parity fixture directory lacks a required file or component."""
+
+
+class InputError(SeedVR2Error):
+  """Input media or arrays have an unusable shape, size or frame count."""

@@ -12,6 +12,7 @@ from flax import nnx
 
 from conftest import FIXTURES, PARITY_A
 from seedvr2_jax.convert import dit as dit_convert
+from seedvr2_jax.convert import nnx_map
 from seedvr2_jax.convert.safetensors_io import SafetensorsFile, save_file
 from seedvr2_jax.convert.state_dict import open_state_dict
 from seedvr2_jax.errors import CheckpointError
@@ -49,7 +50,8 @@ class _Shapes(dict):
 def test_name_map_covers_exactly_the_official_keys(name, config):
   cfg = _config(config)
   _, abstract = dit_convert.abstract_model(cfg)
-  dit_convert.check_keys(_Shapes(_official_keys(name)), cfg, abstract)  # raises on any mismatch
+  expected = dit_convert.expected_shapes(cfg, abstract)
+  nnx_map.check_keys(_Shapes(_official_keys(name)), expected, name)  # raises on any mismatch
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,8 @@ def small():
 
 
 @pytest.mark.parametrize("corrupt,message", [
-    (lambda sd: sd.pop("blocks.1.mlp.vid.proj_in.weight"), "missing keys: blocks.1.mlp.vid.proj_in"),
+    (lambda sd: sd.pop("blocks.1.mlp.vid.proj_in.weight"),
+     "missing keys: blocks.1.mlp.vid.proj_in"),
     (lambda sd: sd.update({"blocks.9.extra": np.zeros(3)}), "unexpected keys: blocks.9.extra"),
     (lambda sd: sd.update({"vid_in.proj.weight": np.zeros((64, 130), np.float32)}),
      r"mis-shaped keys: vid_in.proj.weight \(64, 130\) != expected \(64, 132\)"),

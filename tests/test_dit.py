@@ -1,6 +1,5 @@
 """NaDiT behaviour beyond the parity command: intermediates, batching, text padding, bf16."""
 
-import dataclasses
 import os
 
 import jax

@@ -50,7 +50,8 @@ def test_shifted_equals_regular_when_temporal_window_is_one_frame():
   for grid in [(4, 45, 80), (3, 10, 10)]:
     regular = wp.make_windows(grid, (4, 3, 3), wp.REGULAR)
     shifted = wp.make_windows(grid, (4, 3, 3), wp.SHIFTED)
-    assert _axis_sizes(regular, 0) == _axis_sizes(shifted, 0) == [(i, i + 1) for i in range(grid[0])]
+    one_frame = [(i, i + 1) for i in range(grid[0])]
+    assert _axis_sizes(regular, 0) == _axis_sizes(shifted, 0) == one_frame
 
 
 def test_window_size_depends_on_aspect_ratio_not_resolution():

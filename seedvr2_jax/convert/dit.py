@@ -1,41 +1,26 @@
-"""Official NaDiT state_dict <-> NNX state of `NaDiT`, by name map plus transposes.
+"""Official NaDiT state_dict <-> NNX state of `NaDiT` (name map in `nnx_map`).
 
-The NNX tree mirrors the official module tree, so a parameter path maps to its official key by
-joining with dots and renaming Flax leaves: `kernel` -> `weight` (transposed, Linear (out, in)),
-`scale` -> `weight` (RMS norms). RoPE frequency buffers (`blocks.N.attn.rope.rope.freqs`) have no
-parameter here: they are recomputed from the config and checked against the file.
+RoPE frequency buffers (`blocks.N.attn.rope.rope.freqs`) have no parameter here: they are
+recomputed from the config and checked against the file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
-import jax
-import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import nnx
 
+from seedvr2_jax.convert import nnx_map
 from seedvr2_jax.errors import CheckpointError
 from seedvr2_jax.models.dit.config import NaDiTConfig
 from seedvr2_jax.models.dit.nadit import NaDiT
-
-_MAX_LISTED = 12
 
 
 def abstract_model(cfg: NaDiTConfig):
   """(graphdef, abstract state) of a NaDiT without allocating parameters."""
   return nnx.split(nnx.eval_shape(lambda: NaDiT(cfg, nnx.Rngs(0))))
-
-
-def official_key(path: tuple) -> tuple[str, bool]:
-  """NNX param path -> (official key, whether the tensor is transposed)."""
-  *head, leaf = (str(p) for p in path)
-  if leaf == "kernel":
-    return ".".join([*head, "weight"]), True
-  if leaf == "scale":
-    return ".".join([*head, "weight"]), False
-  return ".".join([*head, leaf]), False
 
 
 def rope_buffer_keys(cfg: NaDiTConfig) -> list[str]:
@@ -44,41 +29,10 @@ def rope_buffer_keys(cfg: NaDiTConfig) -> list[str]:
   return [f"blocks.{i}.attn.rope.rope.freqs" for i in range(cfg.num_layers)]
 
 
-def _flat_params(abstract_state) -> Iterator[tuple[tuple, object]]:
-  flat = nnx.to_flat_state(abstract_state)
-  return zip(flat.paths, flat.leaves)
-
-
-def _listing(keys) -> str:
-  keys = sorted(keys)
-  more = f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else ""
-  return ", ".join(keys[:_MAX_LISTED]) + more
-
-
-def check_keys(state_dict: Mapping, cfg: NaDiTConfig, abstract_state) -> None:
-  """Raises CheckpointError naming every missing, unexpected or mis-shaped key."""
-  expected = {}
-  for path, var in _flat_params(abstract_state):
-    key, transposed = official_key(path)
-    shape = tuple(var.shape)
-    expected[key] = shape[::-1] if transposed else shape
-  for key in rope_buffer_keys(cfg):
-    expected[key] = (len(cfg.rope_freqs),)
-  present = set(state_dict)
-  missing, unexpected = set(expected) - present, present - set(expected)
-  shape_of = getattr(state_dict, "shape", lambda k: np.shape(state_dict[k]))
-  wrong = [f"{k} {tuple(shape_of(k))} != expected {expected[k]}"
-           for k in sorted(set(expected) & present) if tuple(shape_of(k)) != expected[k]]
-  problems = []
-  if missing:
-    problems.append(f"missing keys: {_listing(missing)}")
-  if unexpected:
-    problems.append(f"unexpected keys: {_listing(unexpected)}")
-  if wrong:
-    problems.append(f"mis-shaped keys: {'; '.join(wrong[:_MAX_LISTED])}")
-  if problems:
-    raise CheckpointError(f"DiT checkpoint does not match the {cfg.variant} config: "
-                          + " | ".join(problems))
+def expected_shapes(cfg: NaDiTConfig, abstract_state) -> dict[str, tuple]:
+  shapes = nnx_map.expected_shapes(abstract_state)
+  shapes.update({k: (len(cfg.rope_freqs),) for k in rope_buffer_keys(cfg)})
+  return shapes
 
 
 def check_rope_buffers(state_dict: Mapping, cfg: NaDiTConfig) -> None:
@@ -94,26 +48,12 @@ def check_rope_buffers(state_dict: Mapping, cfg: NaDiTConfig) -> None:
                             f"frequencies of the config {fmt(cfg.rope_freqs)}")
 
 
-def load_state(state_dict: Mapping, cfg: NaDiTConfig,
-               place: Callable[[tuple, np.ndarray], jax.Array] | None = None):
-  """Official state_dict -> (graphdef, NNX state) in cfg.param_dtype, strictly checked.
-
-  `place(path, array)` puts each converted host array on devices (default: `jnp.asarray`); it
-  is called one tensor at a time, so host memory holds about one tensor beyond the file's mmap.
-  """
+def load_state(state_dict: Mapping, cfg: NaDiTConfig, place=None):
+  """Official state_dict -> (graphdef, NNX state) in cfg.param_dtype, strictly checked."""
   graphdef, abstract_state = abstract_model(cfg)
-  check_keys(state_dict, cfg, abstract_state)
+  nnx_map.check_keys(state_dict, expected_shapes(cfg, abstract_state), f"DiT ({cfg.variant})")
   check_rope_buffers(state_dict, cfg)
-  dtype = jnp.dtype(cfg.param_dtype)
-  place = place or (lambda path, x: jnp.asarray(x))
-  flat = nnx.to_flat_state(abstract_state)
-  leaves = []
-  for path, var in zip(flat.paths, flat.leaves):
-    key, transposed = official_key(path)
-    value = np.asarray(state_dict[key])
-    value = (value.T if transposed else value).astype(dtype)
-    leaves.append(var.replace(place(path, value)))
-  return graphdef, nnx.from_flat_state(list(zip(flat.paths, leaves)))
+  return graphdef, nnx_map.load_state(state_dict, abstract_state, cfg.param_dtype, place)
 
 
 def load_model(state_dict: Mapping, cfg: NaDiTConfig) -> NaDiT:
@@ -123,10 +63,6 @@ def load_model(state_dict: Mapping, cfg: NaDiTConfig) -> NaDiT:
 
 def export_state(state, cfg: NaDiTConfig) -> Iterator[tuple[str, np.ndarray]]:
   """NNX state -> (official key, host array) pairs, RoPE buffers included."""
-  flat = nnx.to_flat_state(state)
-  for path, var in zip(flat.paths, flat.leaves):
-    key, transposed = official_key(path)
-    value = np.asarray(jax.device_get(var[...]))
-    yield key, (value.T if transposed else value)
+  yield from nnx_map.export_state(state)
   for key in rope_buffer_keys(cfg):
     yield key, cfg.rope_freqs

@@ -49,7 +49,8 @@ class SafetensorsFile(Mapping):
     self._mmap = None
     for name, e in header.items():
       if e.get("dtype") not in DTYPES:
-        raise CheckpointError(f"{self.path}: tensor {name!r} has unsupported dtype {e.get('dtype')}")
+        raise CheckpointError(
+            f"{self.path}: tensor {name!r} has unsupported dtype {e.get('dtype')}")
       begin, end = e["data_offsets"]
       expected = int(np.prod(e["shape"], dtype=np.int64)) * DTYPES[e["dtype"]].itemsize
       if end - begin != expected or self._data_start + end > size:

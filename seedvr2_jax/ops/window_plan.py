@@ -1,10 +1,10 @@
 """Adaptive (shifted) window partitions of a token grid, resolved in numpy at trace time.
 
-The official SeedVR2 DiT splits each sample's token grid (t, h, w) into windows whose size depends
-only on the aspect ratio (a "720p-normalised" grid of `num_windows` windows) and on t (capped at 30).
-Even layers use the regular partition, odd layers the half-window-shifted one, truncated at the
-borders (not rolled), so windows are ragged. Everything here is plain Python/numpy on static shapes;
-a `WindowPlan` holds the static gather/scatter indices that the jitted attention uses.
+The official SeedVR2 DiT splits each sample's token grid (t, h, w) into windows whose size
+depends only on the aspect ratio (a "720p-normalised" grid of `num_windows` windows) and on t
+(capped at 30). Even layers use the regular partition, odd layers the half-window-shifted one,
+truncated at the borders (not rolled), so windows are ragged. Everything here is plain
+Python/numpy on static shapes; a `WindowPlan` holds the static indices the jitted attention uses.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from seedvr2_jax.parity import dit
+from seedvr2_jax.parity import dit, vae
 from seedvr2_jax.errors import FixtureError
 from seedvr2_jax.parity.common import Fixture
 
@@ -10,6 +10,7 @@ from seedvr2_jax.parity.common import Fixture
 COMPONENTS = {
     "dit3b": (dit.run, dit.REQUIRED["dit3b"]),
     "dit7b": (dit.run, dit.REQUIRED["dit7b"]),
+    "vae": (vae.run, vae.REQUIRED),
 }
 
 

@@ -1,0 +1,93 @@
+"""Causal VAE benchmark (bf16, random weights): encode and decode separately.
+
+  python experiments/bench_vae.py                      # the default settings below
+  python experiments/bench_vae.py --runs encode:21:720x1280:8 decode:21:720x1280:2
+
+A run is MODE:FRAMES:HxW:CHUNK (CHUNK = frames per encode chunk, latents per decode chunk,
+0 = one pass). Each run is its own process, so peak memory is per run. FLOPs are the convolution
+and matmul FLOPs of the one-pass computation, counted from its jaxpr
+(`seedvr2_jax.utils.flops`); MFU is against 989 TFLOP/s (H100/H200 dense bf16).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+DEFAULT_RUNS = ["encode:21:720x1280:20", "encode:101:720x1280:20", "encode:21:1080x1920:8",
+                "decode:21:720x1280:2", "decode:101:720x1280:2", "decode:21:1080x1920:1"]
+
+
+def run_one(spec: str, iters: int, warmup: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from seedvr2_jax.models.vae import autoencoder, codec
+  from seedvr2_jax.models.vae import config as vae_config
+  from seedvr2_jax.utils.benchmark import PEAK_TFLOPS, peak_memory_gb, time_jitted
+  from seedvr2_jax.utils.flops import count_flops
+
+  mode, frames, size, chunk = spec.split(":")
+  frames, chunk = int(frames), int(chunk) or None
+  height, width = (int(v) for v in size.split("x"))
+  cfg = vae_config.VAEConfig(dtype="bfloat16", param_dtype="bfloat16")
+  start = time.perf_counter()
+  graphdef, state = nnx.split(autoencoder.VideoAutoencoder(cfg, nnx.Rngs(0)))
+  init_s = time.perf_counter() - start
+  key = jax.random.key(1)
+  if mode == "encode":
+    x = jax.random.uniform(key, (1, frames, height, width, 3), jnp.bfloat16, -1, 1)
+    fn = lambda s, x, c: codec.encode(nnx.merge(graphdef, s), x, chunk_frames=c)
+  else:
+    latents = cfg.latent_frames(frames)
+    x = jax.random.normal(key, (1, latents, height // 8, width // 8, 16), jnp.bfloat16)
+    fn = lambda s, z, c: codec.decode(nnx.merge(graphdef, s), z, chunk_latents=c)
+  flops = count_flops(lambda s, v: fn(s, v, None), state, x)
+  t = time_jitted(lambda s, v: fn(s, v, chunk), state, x, warmup=warmup, iters=iters)
+  return dict(mode=mode, frames=frames, size=f"{width}x{height}", chunk=chunk or 0,
+              device=jax.devices()[0].device_kind, jax=jax.__version__, **t,
+              fps=frames / t["seconds"], tflop=flops / 1e12, tflops=flops / t["seconds"] / 1e12,
+              mfu=flops / t["seconds"] / 1e12 / PEAK_TFLOPS, peak_gb=peak_memory_gb(),
+              init_s=init_s)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS)
+  parser.add_argument("--iters", type=int, default=3)
+  parser.add_argument("--warmup", type=int, default=1)
+  parser.add_argument("--out", default=None, help="append JSON lines here")
+  parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    print(json.dumps(run_one(args.runs[0], args.iters, args.warmup)))
+    return
+  rows = []
+  for spec in args.runs:
+    cmd = [sys.executable, __file__, "--child", "--runs", spec, "--iters", str(args.iters),
+           "--warmup", str(args.warmup)]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+      print(f"{spec}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+      continue
+    rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    rows[-1]["process_s"] = time.perf_counter() - started
+    if args.out:
+      with open(args.out, "a") as f:
+        f.write(json.dumps(rows[-1]) + "\n")
+    r = rows[-1]
+    print(f"{r['mode']:6} {r['frames']:>4} {r['size']:>10} chunk {r['chunk']:>2}: "
+          f"{r['seconds']:6.3f} s {r['fps']:6.1f} fps {r['tflop']:7.1f} TFLOP "
+          f"{r['tflops']:6.1f} TFLOP/s {r['mfu']:6.1%} peak {r['peak_gb']:5.1f} GB "
+          f"(XLA temp {r['temp_gb']:4.1f}) "
+          f"compile {r['compile_s']:5.1f} s (process {r['process_s']:.0f} s)  {r['device']}",
+          flush=True)
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  main()

@@ -1,0 +1,97 @@
+"""Generic NNX state <-> official PyTorch state_dict mapping by name, with strict checks.
+
+An NNX parameter path maps to its official key by joining with dots and renaming the Flax leaf:
+`kernel` -> `weight` (Linear: transposed from (in, out) to (out, in); Conv3d: from DHWIO to
+(out, in, kt, kh, kw)), `scale` -> `weight` (norms); other leaves keep their name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from seedvr2_jax.errors import CheckpointError
+
+_MAX_LISTED = 12
+# ours -> official axis order, by rank of a `kernel`.
+_KERNEL_TO_OFFICIAL = {2: (1, 0), 5: (4, 3, 0, 1, 2)}
+
+
+def official_key(path: tuple) -> str:
+  *head, leaf = (str(p) for p in path)
+  return ".".join([*head, "weight" if leaf in ("kernel", "scale") else leaf])
+
+
+def to_official(path: tuple, value: np.ndarray) -> np.ndarray:
+  if str(path[-1]) == "kernel":
+    return np.transpose(value, _KERNEL_TO_OFFICIAL[value.ndim])
+  return value
+
+
+def from_official(path: tuple, value: np.ndarray) -> np.ndarray:
+  if str(path[-1]) == "kernel":
+    return np.transpose(value, np.argsort(_KERNEL_TO_OFFICIAL[value.ndim]))
+  return value
+
+
+def _official_shape(path: tuple, shape: tuple) -> tuple:
+  if str(path[-1]) == "kernel":
+    return tuple(shape[i] for i in _KERNEL_TO_OFFICIAL[len(shape)])
+  return tuple(shape)
+
+
+def expected_shapes(abstract_state) -> dict[str, tuple]:
+  flat = nnx.to_flat_state(abstract_state)
+  return {official_key(p): _official_shape(p, tuple(v.shape)) for p, v in zip(flat.paths,
+                                                                             flat.leaves)}
+
+
+def _listing(keys) -> str:
+  keys = sorted(keys)
+  more = f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else ""
+  return ", ".join(keys[:_MAX_LISTED]) + more
+
+
+def check_keys(state_dict: Mapping, expected: Mapping[str, tuple], what: str) -> None:
+  """Raises CheckpointError naming every missing, unexpected or mis-shaped key."""
+  present = set(state_dict)
+  missing, unexpected = set(expected) - present, present - set(expected)
+  shape_of = getattr(state_dict, "shape", lambda k: np.shape(state_dict[k]))
+  wrong = [f"{k} {tuple(shape_of(k))} != expected {tuple(expected[k])}"
+           for k in sorted(set(expected) & present) if tuple(shape_of(k)) != tuple(expected[k])]
+  problems = []
+  if missing:
+    problems.append(f"missing keys: {_listing(missing)}")
+  if unexpected:
+    problems.append(f"unexpected keys: {_listing(unexpected)}")
+  if wrong:
+    problems.append(f"mis-shaped keys: {'; '.join(wrong[:_MAX_LISTED])}")
+  if problems:
+    raise CheckpointError(f"{what} checkpoint does not match its config: " + " | ".join(problems))
+
+
+def load_state(state_dict: Mapping, abstract_state, dtype,
+               place: Callable[[tuple, np.ndarray], jax.Array] | None = None):
+  """Official tensors -> NNX state with the abstract state's structure, cast to `dtype`.
+
+  `place(path, array)` puts each converted host array on devices (default `jnp.asarray`); it is
+  called one tensor at a time, so host memory holds about one tensor beyond the file's mmap.
+  """
+  place = place or (lambda path, x: jnp.asarray(x))
+  flat = nnx.to_flat_state(abstract_state)
+  leaves = []
+  for path, var in zip(flat.paths, flat.leaves):
+    value = from_official(path, np.asarray(state_dict[official_key(path)]))
+    leaves.append(var.replace(place(path, value.astype(jnp.dtype(dtype)))))
+  return nnx.from_flat_state(list(zip(flat.paths, leaves)))
+
+
+def export_state(state) -> Iterator[tuple[str, np.ndarray]]:
+  """NNX state -> (official key, host array) pairs."""
+  flat = nnx.to_flat_state(state)
+  for path, var in zip(flat.paths, flat.leaves):
+    yield official_key(path), to_official(path, np.asarray(jax.device_get(var[...])))

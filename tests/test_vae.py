@@ -1,0 +1,194 @@
+"""Causal video VAE: chunked == one pass, frame/size rules, tiling, bf16, converter names."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import PARITY_A
+from seedvr2_jax.convert import nnx_map
+from seedvr2_jax.convert import vae as vae_convert
+from seedvr2_jax.convert.state_dict import open_state_dict
+from seedvr2_jax.errors import CheckpointError, ConfigError, InputError
+from seedvr2_jax.models.vae import codec, tiling
+from seedvr2_jax.models.vae import config as vae_config
+from seedvr2_jax.models.vae.layers import CausalState
+
+
+def _rel(a, b):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.fixture(scope="module")
+def official_state_dict():
+  sd = open_state_dict(os.path.join(PARITY_A, "vae.safetensors"))
+  return {k: np.array(sd[k]) for k in sd}
+
+
+@pytest.fixture(scope="module")
+def vae_cfg():
+  with open(os.path.join(PARITY_A, "config.json")) as f:
+    return vae_config.from_official(json.load(f)["vae"]["config"])
+
+
+@pytest.fixture(scope="module")
+def vae(official_state_dict, vae_cfg):
+  return vae_convert.load_model(official_state_dict, vae_cfg)
+
+
+def _video(frames, h=32, w=48, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).uniform(-1, 1, (1, frames, h, w, 3)),
+                     jnp.float32)
+
+
+@pytest.mark.parametrize("frames,chunk", [(9, 4), (13, 8), (21, 8), (9, 16)])
+def test_chunked_encode_equals_one_pass(vae, frames, chunk):
+  x = _video(frames)
+  one = jax.jit(lambda x: codec.encode(vae, x))(x)
+  chunked = jax.jit(lambda x: codec.encode(vae, x, chunk_frames=chunk))(x)
+  assert chunked.shape == one.shape == (1, (frames - 1) // 4 + 1, 4, 6, 32)
+  assert _rel(chunked, one) < 1e-5
+
+
+@pytest.mark.parametrize("latents,chunk", [(3, 1), (4, 2), (6, 2)])
+def test_chunked_decode_equals_one_pass(vae, latents, chunk):
+  z = jnp.asarray(np.random.default_rng(latents).normal(size=(1, latents, 4, 6, 16)), jnp.float32)
+  one = jax.jit(lambda z: codec.decode(vae, z))(z)
+  chunked = jax.jit(lambda z: codec.decode(vae, z, chunk_latents=chunk))(z)
+  assert chunked.shape == one.shape == (1, 4 * (latents - 1) + 1, 32, 48, 3)
+  assert _rel(chunked, one) < 1e-5
+
+
+@pytest.mark.parametrize("shape,message", [
+    ((1, 6, 32, 48, 3), "needs 4n\\+1 frames"),
+    ((1, 9, 30, 48, 3), "multiple of 8"),
+    ((1, 9, 32, 48), r"must be \(B, T, H, W, 3\)"),
+])
+def test_bad_pixels_give_clear_errors(vae, shape, message):
+  with pytest.raises(InputError, match=message):
+    codec.encode(vae, jnp.zeros(shape))
+
+
+def test_bad_chunk_and_tile_sizes_are_rejected(vae):
+  with pytest.raises(ConfigError, match="multiple of 4"):
+    codec.encode(vae, _video(9), chunk_frames=6)
+  with pytest.raises(ConfigError, match="multiples of 8"):
+    codec.encode(vae, _video(9), tile_px=(20, 24))
+  with pytest.raises(InputError, match="latents must be"):
+    codec.decode(vae, jnp.zeros((1, 3, 4, 6, 8)))
+
+
+def test_posterior_sampling():
+  mean, logvar = codec.split_moments(jnp.concatenate(
+      [jnp.full((2, 3), 0.5), jnp.array([[-40.0, 0.0, 30.0]] * 2)], -1))
+  np.testing.assert_allclose(logvar[0], [-30.0, 0.0, 20.0])
+  np.testing.assert_array_equal(codec.sample_posterior(mean, logvar), mean)
+  noise = jnp.ones((2, 3))
+  np.testing.assert_allclose(codec.sample_posterior(mean, logvar, noise)[0],
+                             0.5 + np.exp(0.5 * np.array([-30.0, 0.0, 20.0])), rtol=1e-6)
+  a = codec.sample_posterior(mean, logvar, key=jax.random.key(1))
+  b = codec.sample_posterior(mean, logvar, key=jax.random.key(1))
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, codec.sample_posterior(mean, logvar, key=jax.random.key(2)))
+
+
+def test_tile_weights_partition_unity_and_local_ops_are_exact():
+  plan = tiling.tile_plan((10, 13), (4, 6), (2, 3))
+  assert plan.starts == ((0, 2, 4, 6), (0, 3, 6, 7))
+  weights = plan.weights(8)
+  total = np.zeros((80, 104))
+  for (y, x), w in zip(plan.origins(), weights):
+    total[8 * y:8 * y + 32, 8 * x:8 * x + 48] += w
+  np.testing.assert_allclose(total, 1.0, rtol=1e-6)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 3, 80, 104, 2)), jnp.float32)
+  pool = lambda v, state: v.reshape(*v.shape[:2], v.shape[2] // 8, 8, v.shape[3] // 8, 8,
+                                    2).mean((3, 5))
+  up = lambda v, state: jnp.repeat(jnp.repeat(v, 8, 2), 8, 3)
+  z = pool(x, None)
+  np.testing.assert_allclose(tiling.tiled_step(pool, plan, 8, 1)(x, CausalState()), z,
+                             atol=1e-6)
+  np.testing.assert_allclose(tiling.tiled_step(up, plan, 1, 8)(z, CausalState()), up(z, None),
+                             atol=1e-6)
+
+
+def test_single_tile_equals_untiled(vae):
+  x = _video(9)
+  np.testing.assert_array_equal(codec.encode(vae, x, tile_px=(32, 48)), codec.encode(vae, x))
+
+
+def test_tiles_keep_their_own_causal_caches(vae):
+  x = _video(13, 64, 80, seed=3)
+  tiled = dict(tile_px=(32, 48), overlap_px=(16, 16))
+  one = jax.jit(lambda x: codec.encode(vae, x, **tiled))(x)
+  chunked = jax.jit(lambda x: codec.encode(vae, x, chunk_frames=4, **tiled))(x)
+  assert _rel(chunked, one) < 1e-5
+  z = codec.split_moments(one)[0]
+  one = jax.jit(lambda z: codec.decode(vae, z, **tiled))(z)
+  chunked = jax.jit(lambda z: codec.decode(vae, z, chunk_latents=1, **tiled))(z)
+  assert _rel(chunked, one) < 1e-5
+
+
+def test_bf16_tracks_float32(official_state_dict, vae_cfg):
+  vae16 = vae_convert.load_model(official_state_dict,
+                                 vae_config.VAEConfig(**{**vae_cfg.__dict__, "dtype": "bfloat16"}))
+  vae32 = vae_convert.load_model(official_state_dict, vae_cfg)
+  x = _video(9)
+  m16, m32 = codec.encode(vae16, x), codec.encode(vae32, x)
+  assert m16.dtype == jnp.bfloat16 and _rel(m16, m32) < 5e-2
+  z = codec.split_moments(m32)[0]
+  assert _rel(codec.decode(vae16, z), codec.decode(vae32, z)) < 5e-2
+
+
+def test_deprecated_attention_names_load(official_state_dict, vae_cfg):
+  renames = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+  old = {}
+  for key, value in official_state_dict.items():
+    for new, dep in renames.items():
+      key = key.replace(f"attentions.0.{new}.", f"attentions.0.{dep}.")
+    old[key] = value
+  assert any(".query." in k for k in old)
+  _, state_new = vae_convert.load_state(official_state_dict, vae_cfg)
+  _, state_old = vae_convert.load_state(old, vae_cfg)
+  for a, b in zip(jax.tree.leaves(state_new), jax.tree.leaves(state_old)):
+    np.testing.assert_array_equal(a, b)
+  exported = dict(nnx_map.export_state(state_old))
+  assert set(exported) == set(official_state_dict)
+  assert all(np.array_equal(exported[k], v) for k, v in official_state_dict.items())
+
+
+def test_vae_state_dict_errors(official_state_dict, vae_cfg):
+  sd = dict(official_state_dict)
+  sd.pop("decoder.conv_out.bias")
+  sd["encoder.conv_in.weight"] = np.zeros((8, 3, 1, 3, 3), np.float32)
+  with pytest.raises(CheckpointError, match="missing keys: decoder.conv_out.bias.*mis-shaped "
+                     r"keys: encoder.conv_in.weight \(8, 3, 1, 3, 3\)"):
+    vae_convert.load_state(sd, vae_cfg)
+
+
+def test_full_vae_key_map_matches_official_list():
+  cfg = vae_config.VAEConfig()
+  expected = nnx_map.expected_shapes(vae_convert.abstract_model(cfg)[1])
+  official = {}
+  with open(os.path.join(os.path.dirname(PARITY_A), "official_keys_vae.txt")) as f:
+    for line in f:
+      if line.strip() and not line.startswith("#"):
+        key, shape = line.split("\t")[:2]
+        official[key] = tuple(int(v) for v in shape.strip().strip("()").split(",") if v.strip())
+  assert expected == official
+  assert sum(int(np.prod(s)) for s in expected.values()) == 250_648_227
+
+
+def test_conv_frame_groups_equal_one_conv(vae, monkeypatch):
+  """Large convs run in groups of output frames (fold and 3-D paths); the result is unchanged."""
+  from seedvr2_jax.models.vae import layers
+  x = _video(9, seed=5)
+  z = jnp.asarray(np.random.default_rng(5).normal(size=(1, 3, 4, 6, 16)), jnp.float32)
+  ref_m, ref_x = codec.encode(vae, x), codec.decode(vae, z)
+  monkeypatch.setattr(layers, "FOLD_MAX_ELEMENTS", 32 * 48 * 8 * 3 * 2)
+  monkeypatch.setattr(layers, "CONV_MAX_ELEMENTS", 32 * 48 * 8 * 2)
+  assert _rel(codec.encode(vae, x), ref_m) < 1e-5
+  assert _rel(codec.decode(vae, z), ref_x) < 1e-5
