@@ -69,42 +69,61 @@ class CausalConv3d(nnx.Module):
   def __call__(self, x: jnp.ndarray, state: CausalState) -> jnp.ndarray:
     kt, st = self.kernel_size[0], self.stride[0]
     keep = kt - st
+    x = x.astype(self.dtype)
     if state.first:
-      if kt > 1:
-        x = jnp.concatenate([jnp.repeat(x[:, :1], kt - 1, axis=1), x], axis=1)
-    elif keep > 0:
-      x = jnp.concatenate([state.prev[self.cache_key].astype(x.dtype), x], axis=1)
+      head = jnp.repeat(x[:, :1], kt - 1, axis=1)
+    else:
+      head = state.prev[self.cache_key].astype(self.dtype) if keep > 0 else x[:, :0]
+    padded = _Padded(head, x)
     if keep > 0:
-      state.next[self.cache_key] = x[:, x.shape[1] - keep:]
-    y = self._conv(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
-    return y + self.bias[...].astype(y.dtype)
+      state.next[self.cache_key] = padded.frames(padded.length - keep, padded.length)
+    return self._conv(padded)
 
-  def _conv(self, x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
-    """Valid temporal conv of the padded input, in groups of output frames (see limits above)."""
+  def _conv(self, padded: "_Padded") -> jnp.ndarray:
+    """Valid temporal conv (+ bias) of the padded input, in groups of output frames."""
     kt, st = self.kernel_size[0], self.stride[0]
-    batch, out_frames = x.shape[0], (x.shape[1] - kt) // st + 1
+    kernel, bias = self.kernel[...].astype(self.dtype), self.bias[...].astype(self.dtype)
+    x = padded.x
+    batch, out_frames = x.shape[0], (padded.length - kt) // st + 1
     frame = math.prod(x.shape[2:]) * batch
     if kt > 1 and st == 1:
       kernel_2d = kernel.transpose(1, 2, 0, 3, 4).reshape(*kernel.shape[1:3], -1, kernel.shape[4])
 
-      def conv(v):  # (B, t + kt - 1, ...) -> (B, t, ...)
-        t = v.shape[1] - kt + 1
-        taps = jnp.concatenate([v[:, i:i + t] for i in range(kt)], axis=-1)
+      def conv(a, b):  # output frames [a, b): the kt taps stacked on channels, one 2-D conv
+        taps = jnp.concatenate([padded.frames(a + i, b + i) for i in range(kt)], axis=-1)
         y = jax.lax.conv_general_dilated(
-            taps.reshape(batch * t, *taps.shape[2:]), kernel_2d, self.stride[1:],
+            taps.reshape(batch * (b - a), *taps.shape[2:]), kernel_2d, self.stride[1:],
             self.spatial_pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return y.reshape(batch, t, *y.shape[1:])
+        return y.reshape(batch, b - a, *y.shape[1:]) + bias
 
       group = FOLD_MAX_ELEMENTS // (kt * frame)
     else:
-      conv = lambda v: jax.lax.conv_general_dilated(
-          v, kernel, self.stride, ((0, 0), *self.spatial_pad),
-          dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+
+      def conv(a, b):
+        return jax.lax.conv_general_dilated(
+            padded.frames(a * st, (b - 1) * st + kt), kernel, self.stride,
+            ((0, 0), *self.spatial_pad), dimension_numbers=("NDHWC", "DHWIO", "NDHWC")) + bias
+
       group = (CONV_MAX_ELEMENTS // frame - kt) // st + 1
     out_frame = frame // x.shape[-1] * kernel.shape[-1] // (self.stride[1] * self.stride[2])
     group = max(1, min(group, CONV_MAX_ELEMENTS // out_frame))
-    return jnp.concatenate([conv(x[:, a * st:(min(a + group, out_frames) - 1) * st + kt])
+    return jnp.concatenate([conv(a, min(a + group, out_frames))
                             for a in range(0, out_frames, group)], axis=1)
+
+
+class _Padded:
+  """The causally padded input [head frames, x] without materialising the concatenation."""
+
+  def __init__(self, head: jnp.ndarray, x: jnp.ndarray):
+    self.head, self.x = head, x
+    self.length = head.shape[1] + x.shape[1]
+
+  def frames(self, lo: int, hi: int) -> jnp.ndarray:
+    """Padded frames [lo, hi)."""
+    n = self.head.shape[1]
+    parts = ([self.head[:, lo:min(hi, n)]] if lo < n else []) + \
+        ([self.x[:, max(lo - n, 0):hi - n]] if hi > n else [])
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
 
 
 class GroupNorm(nnx.Module):
