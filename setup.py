@@ -22,6 +22,9 @@ setup(
         "clu==0.0.12",
         "numpy>=2.1",
         "ml_dtypes>=0.5",  # bfloat16 numpy arrays for checkpoint I/O (already a jax dependency)
+        # PyAV: the standard FFmpeg binding; decodes mp4/mkv/mov/webm/avi and images, encodes
+        # H.264 in-process and copies audio streams (OpenCV cannot write H.264).
+        "av==19.0.2",
     ],
     extras_require={"dev": ["pytest==9.2.0"]},
     entry_points={"console_scripts": ["seedvr2-jax=seedvr2_jax.cli:main"]},

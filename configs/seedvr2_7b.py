@@ -1,4 +1,5 @@
-"""SeedVR2-7B DiT: every value of the official `configs_7b/main.yaml` (`dit.model`).
+"""SeedVR2-7B DiT: the official `configs_7b/main.yaml` (`dit.model`) values, listed with comments
+in `seedvr2_jax/models/dit/config.py: OFFICIAL["7b"]`, plus the numerics.
 
   seedvr2-jax params configs/seedvr2_7b.py        # 8,239,607,872 parameters
   seedvr2-jax params configs/seedvr2_7b.py:tiny   # the CPU-test size of the same code path
@@ -9,39 +10,20 @@ the bundled parity fixture (tests/fixtures/parity_a).
 
 import ml_collections
 
-REGULAR, SHIFTED = "720pwin_by_size_bysize", "720pswin_by_size_bysize"
+from seedvr2_jax.models.dit.config import OFFICIAL, TINY
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.model = ml_collections.ConfigDict(dict(
-      variant="7b",             # official models/dit code path
-      vid_in_channels=33,
-      vid_out_channels=16,
-      vid_dim=3072,
-      txt_in_dim=5120,
-      heads=24,
-      head_dim=128,
-      expand_ratio=4,           # GELU-tanh MLP, hidden 4 * 3072 = 12288, with biases
-      norm_eps=1e-5,
-      qk_bias=False,
-      patch_size=(1, 2, 2),
-      num_layers=36,
-      shared_qkv=False,
-      shared_mlp=False,
-      mlp_type="normal",
-      window=(4, 3, 3),
-      window_method=(REGULAR, SHIFTED),
-      rope_type="pixel3d",      # qk_rope: window-normalised positions, video only
-      vid_out_norm=False,
+      **OFFICIAL["7b"],
       param_dtype="float32",
       dtype="bfloat16",
       attention_backend="auto",
       round_qkv_bf16=False,
   ))
   if arg == "tiny":
-    config.model.update(dict(vid_dim=64, txt_in_dim=32, heads=2, head_dim=32, num_layers=2,
-                             dtype="float32"))
+    config.model.update(dict(**TINY["7b"], dtype="float32"))
   elif arg:
     raise ValueError(f"unknown seedvr2_7b config variant {arg!r} (expected '' or 'tiny')")
   return config

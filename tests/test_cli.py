@@ -22,12 +22,13 @@ def test_parity_passes_on_bundled_fixture(capsys):
   rc, out, _ = _run(capsys, "parity", PARITY_A)
   lines = out.strip().splitlines()
   assert rc == 0, out
-  assert [line.split()[0] for line in lines] == ["dit3b", "dit7b", "vae"]
+  assert [line.split()[0] for line in lines] == ["dit3b", "dit7b", "vae", "pipeline"]
   for line in lines:
     err = float(re.search(r"max_rel_err=(\S+)", line).group(1))
     assert err <= 1e-4 and "PASS" in line
   assert "out_bf16qkv" in lines[0] and "out_bf16qkv" in lines[1]
   assert "video_decode" in lines[2] and "image_sample" in lines[2]
+  assert "final_uint8(exact 100.0000%)" in lines[3]
 
 
 def test_parity_fails_on_wrong_reference(capsys, tmp_path):

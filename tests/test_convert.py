@@ -83,7 +83,7 @@ def test_converter_rejects_corrupted_state_dict(small, corrupt, message):
 def test_convert_export_roundtrip_is_exact(small):
   cfg, sd = small
   _, state = dit_convert.load_state(sd, cfg)
-  exported = dict(dit_convert.export_state(state, cfg))
+  exported = {k: np.asarray(v) for k, v in dit_convert.export_state(state, cfg).items()}
   assert set(exported) == set(sd)
   for key, value in sd.items():
     assert exported[key].dtype == value.dtype and np.array_equal(exported[key], value), key

@@ -155,7 +155,7 @@ def test_deprecated_attention_names_load(official_state_dict, vae_cfg):
   _, state_old = vae_convert.load_state(old, vae_cfg)
   for a, b in zip(jax.tree.leaves(state_new), jax.tree.leaves(state_old)):
     np.testing.assert_array_equal(a, b)
-  exported = dict(nnx_map.export_state(state_old))
+  exported = {k: np.asarray(v) for k, v in nnx_map.export_state(state_old).items()}
   assert set(exported) == set(official_state_dict)
   assert all(np.array_equal(exported[k], v) for k, v in official_state_dict.items())
 

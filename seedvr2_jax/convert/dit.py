@@ -6,7 +6,7 @@ recomputed from the config and checked against the file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import ml_dtypes
 import numpy as np
@@ -61,8 +61,8 @@ def load_model(state_dict: Mapping, cfg: NaDiTConfig) -> NaDiT:
   return nnx.merge(*load_state(state_dict, cfg))
 
 
-def export_state(state, cfg: NaDiTConfig) -> Iterator[tuple[str, np.ndarray]]:
-  """NNX state -> (official key, host array) pairs, RoPE buffers included."""
-  yield from nnx_map.export_state(state)
-  for key in rope_buffer_keys(cfg):
-    yield key, cfg.rope_freqs
+def export_state(state, cfg: NaDiTConfig) -> dict:
+  """NNX state -> {official key: array (lazily fetched)}, RoPE buffers included."""
+  tensors = nnx_map.export_state(state)
+  tensors.update({key: cfg.rope_freqs for key in rope_buffer_keys(cfg)})
+  return tensors

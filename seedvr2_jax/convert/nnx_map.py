@@ -7,7 +7,7 @@ An NNX parameter path maps to its official key by joining with dots and renaming
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -90,8 +90,20 @@ def load_state(state_dict: Mapping, abstract_state, dtype,
   return nnx.from_flat_state(list(zip(flat.paths, leaves)))
 
 
-def export_state(state) -> Iterator[tuple[str, np.ndarray]]:
-  """NNX state -> (official key, host array) pairs."""
+class _Exported:
+  """An official-layout view of one parameter, fetched to the host only when read."""
+
+  def __init__(self, path: tuple, value: jax.Array):
+    self._path, self._value = path, value
+    self.shape = _official_shape(path, tuple(value.shape))
+    self.dtype = np.dtype(value.dtype)
+
+  def __array__(self, dtype=None, copy=None):
+    out = to_official(self._path, np.asarray(jax.device_get(self._value)))
+    return out if dtype is None else out.astype(dtype)
+
+
+def export_state(state) -> dict[str, _Exported]:
+  """NNX state -> {official key: lazily fetched array}; `np.asarray(v)` materialises one."""
   flat = nnx.to_flat_state(state)
-  for path, var in zip(flat.paths, flat.leaves):
-    yield official_key(path), to_official(path, np.asarray(jax.device_get(var[...])))
+  return {official_key(p): _Exported(p, v[...]) for p, v in zip(flat.paths, flat.leaves)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from seedvr2_jax.parity import dit, vae
+from seedvr2_jax.parity import dit, pipeline, vae
 from seedvr2_jax.errors import FixtureError
 from seedvr2_jax.parity.common import Fixture
 
@@ -11,6 +11,7 @@ COMPONENTS = {
     "dit3b": (dit.run, dit.REQUIRED["dit3b"]),
     "dit7b": (dit.run, dit.REQUIRED["dit7b"]),
     "vae": (vae.run, vae.REQUIRED),
+    "pipeline": (pipeline.run, pipeline.REQUIRED),
 }
 
 
@@ -25,10 +26,13 @@ def run(fixture_dir: str, components: list[str] | None = None, log=print) -> boo
   all_ok, ran = True, 0
   for name in names:
     check_fn, required = COMPONENTS[name]
-    if name not in fixture.config or not fixture.has(*required):
+    if not fixture.has(*required):
       log(f"{name}: skipped (not in fixture {fixture_dir})")
       continue
-    checks = check_fn(fixture, name)
+    try:
+      checks = check_fn(fixture, name)
+    except KeyError as e:
+      raise FixtureError(f"{fixture_dir}: config.json or an array file lacks {e}") from None
     if not checks:
       raise FixtureError(f"{fixture_dir}: {name} has no reference outputs")
     ok = all(c.ok for c in checks)

@@ -146,6 +146,68 @@ class NaDiTConfig:
     return self.variant == "3b" and layer == self.num_layers - 1
 
 
+# Every architecture value of the official configs (`configs_{3b,7b}/main.yaml`, `dit.model`).
+OFFICIAL = {
+    "3b": dict(
+        variant="3b",             # official models/dit_v2 code path
+        vid_in_channels=33,       # [noise 16 | LQ latent 16 | mask 1]
+        vid_out_channels=16,
+        vid_dim=2560,             # txt_dim = vid_dim, emb_dim = 6 * vid_dim
+        txt_in_dim=5120,
+        heads=20,
+        head_dim=128,
+        expand_ratio=4,           # SwiGLU hidden 256 * ceil(int(2 * 2560 * 4 / 3) / 256) = 6912
+        norm_eps=1e-5,
+        qk_bias=False,
+        patch_size=(1, 2, 2),
+        num_layers=32,
+        mm_layers=10,             # blocks 0-9 separate video/text weights, 10-31 shared
+        mlp_type="swiglu",
+        window=(4, 3, 3),         # number of windows (t, h, w) at 720p, every layer
+        window_method=(window_plan.REGULAR, window_plan.SHIFTED),  # even regular, odd shifted
+        rope_type="mmrope3d",
+        rope_dim=128,
+        vid_out_norm=True,
+    ),
+    "7b": dict(
+        variant="7b",             # official models/dit code path
+        vid_in_channels=33,
+        vid_out_channels=16,
+        vid_dim=3072,
+        txt_in_dim=5120,
+        heads=24,
+        head_dim=128,
+        expand_ratio=4,           # GELU-tanh MLP, hidden 4 * 3072 = 12288, with biases
+        norm_eps=1e-5,
+        qk_bias=False,
+        patch_size=(1, 2, 2),
+        num_layers=36,
+        shared_qkv=False,
+        shared_mlp=False,
+        mlp_type="normal",
+        window=(4, 3, 3),
+        window_method=(window_plan.REGULAR, window_plan.SHIFTED),
+        rope_type="pixel3d",      # qk_rope: window-normalised positions, video only
+        vid_out_norm=False,
+    ),
+}
+
+
+# Test-size models of the same code paths (the parity fixture's DiT configs).
+TINY = {
+    "3b": dict(vid_dim=64, txt_in_dim=32, heads=2, head_dim=32, num_layers=4, mm_layers=2,
+               rope_dim=32),
+    "7b": dict(vid_dim=64, txt_in_dim=32, heads=2, head_dim=32, num_layers=2),
+}
+
+
+def official(variant: str, **overrides) -> NaDiTConfig:
+  """The official SeedVR2-3B or -7B architecture, with overrides (numerics, TINY sizes)."""
+  if variant not in OFFICIAL:
+    raise ConfigError(f"unknown DiT variant {variant!r}; expected one of {tuple(OFFICIAL)}")
+  return NaDiTConfig(**{**OFFICIAL[variant], **overrides})
+
+
 _OFFICIAL_3B = {"vid_in_channels", "vid_out_channels", "vid_dim", "vid_out_norm", "txt_in_dim",
                 "txt_in_norm", "txt_dim", "emb_dim", "heads", "head_dim", "expand_ratio", "norm",
                 "norm_eps", "ada", "qk_bias", "qk_norm", "patch_size", "num_layers", "mm_layers",

@@ -15,6 +15,8 @@ from seedvr2_jax.errors import ConfigError
 
 SCALING_FACTOR = 0.9152
 SHIFTING_FACTOR = 0.0
+# A test-size VAE of the same code (the parity fixture's VAE).
+TINY = dict(block_out_channels=(8, 16, 16, 16), norm_num_groups=4)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,32 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seedvr2_jax.errors import ConfigError
 from seedvr2_jax.models.vae.layers import CausalState
-
-
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-  """Start offsets of tiles of length `tile` covering [0, size) with >= `overlap` overlap."""
-  if tile >= size:
-    return [0]
-  if overlap >= tile:
-    raise ConfigError(f"tile overlap {overlap} must be smaller than the tile {tile}")
-  starts = list(range(0, size - tile, tile - overlap)) + [size - tile]
-  return sorted(set(starts))
-
-
-def _axis_weights(size: int, tile: int, starts: list[int]) -> np.ndarray:
-  """(len(starts), tile) weights: 1 inside, linear ramps over the overlaps with neighbours."""
-  weights = np.ones((len(starts), tile), np.float32)
-  pos = np.arange(tile) + 0.5
-  for i, s in enumerate(starts):
-    if i > 0:
-      left = starts[i - 1] + tile - s  # overlap with the previous tile
-      weights[i] *= np.clip(pos / left, 0, 1)
-    if i < len(starts) - 1:
-      right = s + tile - starts[i + 1]
-      weights[i] *= np.clip((tile - pos) / right, 0, 1)
-  return weights
+from seedvr2_jax.utils import blend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +39,8 @@ class TilePlan:
   def weights(self, scale: int) -> np.ndarray:
     """(count, tile_h * scale, tile_w * scale) blend weights at `scale` x this plan's size,
     normalised so the weights of all tiles sum to one everywhere."""
-    per_axis = [_axis_weights(n * scale, t * scale, [s * scale for s in st])
-                for n, t, st in zip(self.size, self.tile, self.starts)]
+    per_axis = [blend.ramp_weights(t * scale, [s * scale for s in st])
+                for t, st in zip(self.tile, self.starts)]
     w = np.einsum("ih,jw->ijhw", *per_axis).reshape(-1, *[t * scale for t in self.tile])
     total = np.zeros([n * scale for n in self.size], np.float32)
     for (y, x), wi in zip(self.origins(), w):
@@ -76,7 +52,7 @@ class TilePlan:
 
 def tile_plan(size: tuple[int, int], tile: tuple[int, int], overlap: tuple[int, int]) -> TilePlan:
   tile = tuple(min(t, n) for t, n in zip(tile, size))
-  starts = tuple(tuple(tile_starts(n, t, o)) for n, t, o in zip(size, tile, overlap))
+  starts = tuple(tuple(blend.window_starts(n, t, o)) for n, t, o in zip(size, tile, overlap))
   return TilePlan(tuple(size), tile, starts)
 
 

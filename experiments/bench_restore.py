@@ -1,0 +1,120 @@
+"""End-to-end one-step restoration benchmark (3B, bf16, random weights): total time and the split
+between VAE encode, DiT, VAE decode, colour fix and video I/O; peak GPU memory.
+
+  python experiments/bench_restore.py                        # the three default settings
+  python experiments/bench_restore.py --runs 100:192x336:768x1344
+
+A run is FRAMES:LQ_HxW:OUT_HxW (output area as the official --resolution). Model stages are
+jitted and timed separately on device-resident inputs (median of --iters after one warm-up);
+I/O is PyAV decoding of an H.264 file of the LQ clip plus H.264 encoding of the output, on the
+host. Each run is its own process.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def run_one(spec: str, iters: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import nnx
+
+  from seedvr2_jax.data import video_io
+  from seedvr2_jax.infer import colorfix, pipeline, preprocess
+  from seedvr2_jax.models.dit import config as dit_config
+  from seedvr2_jax.models.dit.nadit import NaDiT
+  from seedvr2_jax.models.vae import config as vae_config
+  from seedvr2_jax.models.vae.autoencoder import VideoAutoencoder
+  from seedvr2_jax.utils.benchmark import peak_memory_gb, time_jitted
+
+  frames, lq, out = spec.split(":")
+  frames = int(frames)
+  lq_h, lq_w = (int(v) for v in lq.split("x"))
+  out_h, out_w = (int(v) for v in out.split("x"))
+  dtype = "bfloat16"
+  dit = NaDiT(dit_config.official("3b", param_dtype=dtype, dtype=dtype), nnx.Rngs(0))
+  vae = VideoAutoencoder(vae_config.VAEConfig(param_dtype=dtype, dtype=dtype), nnx.Rngs(1))
+  txt = jax.random.normal(jax.random.key(2), (1, 58, dit.cfg.txt_in_dim), jnp.bfloat16)
+  opts = pipeline.RestoreOptions()
+  size = preprocess.output_size(lq_h, lq_w, resolution=(out_h, out_w))
+  raw = np.random.default_rng(0).integers(0, 256, (frames, lq_h, lq_w, 3), np.uint8)
+  rows = {}
+
+  def stage(name, fn, *args):
+    timing = time_jitted(fn, *args, warmup=1, iters=iters)
+    rows[name] = timing
+    return jax.jit(fn)(*args)
+
+  pre = stage("preprocess", lambda x: preprocess.preprocess(x / 255.0, size), jnp.asarray(raw))
+  padded = preprocess.pad_frames(pre)[None]
+  eps_shape, noise_shape = pipeline.noise_shapes(vae, pre[None].shape)
+  eps = jax.random.normal(jax.random.key(3), eps_shape)
+  noise = jax.random.normal(jax.random.key(4), noise_shape)
+  lq_latent = stage("encode", lambda x, e: pipeline.encode_lq(vae, x, e, opts), padded, eps)
+  x0 = stage("dit", lambda n, c, t: pipeline.predict_x0(dit, n, c, t), noise, lq_latent, txt)
+  decoded = stage("decode", lambda x: pipeline.decode_x0(vae, x, opts), x0)[0, :frames]
+  stage("colorfix", lambda d, p: pipeline.to_uint8(colorfix.color_fix(d, p, "wavelet")),
+        decoded, pre)
+  output = np.asarray(pipeline.to_uint8(decoded))
+
+  with tempfile.TemporaryDirectory() as tmp:
+    src = os.path.join(tmp, "lq.mp4")
+    with video_io.VideoWriter(src, 25) as writer:
+      for frame in raw:
+        writer.write(frame)
+    start = time.perf_counter()
+    decoded_frames = sum(1 for _ in video_io.read_frames(video_io.probe(src)))
+    read_s = time.perf_counter() - start
+    start = time.perf_counter()
+    with video_io.VideoWriter(os.path.join(tmp, "out.mp4"), 25) as writer:
+      for frame in output:
+        writer.write(frame)
+    write_s = time.perf_counter() - start
+  assert decoded_frames == frames
+  model_s = sum(rows[k]["seconds"] for k in ("preprocess", "encode", "dit", "decode", "colorfix"))
+  return dict(spec=spec, frames=frames, output=f"{output.shape[2]}x{output.shape[1]}",
+              device=jax.devices()[0].device_kind, jax=jax.__version__,
+              stages={k: v["seconds"] for k, v in rows.items()},
+              compile_s={k: v["compile_s"] for k, v in rows.items()}, model_s=model_s,
+              read_s=read_s, write_s=write_s, total_s=model_s + read_s + write_s,
+              peak_gb=peak_memory_gb())
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--runs", nargs="+", default=["100:192x336:768x1344",
+                                                    "101:180x320:720x1280",
+                                                    "45:270x480:1080x1920"])
+  parser.add_argument("--iters", type=int, default=3)
+  parser.add_argument("--out", default=None, help="append JSON lines here")
+  parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    print(json.dumps(run_one(args.runs[0], args.iters)))
+    return
+  for spec in args.runs:
+    proc = subprocess.run([sys.executable, __file__, "--child", "--runs", spec, "--iters",
+                           str(args.iters)], capture_output=True, text=True)
+    if proc.returncode:
+      print(f"{spec}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
+      continue
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    if args.out:
+      with open(args.out, "a") as f:
+        f.write(json.dumps(r) + "\n")
+    s = r["stages"]
+    print(f"{r['frames']} frames -> {r['output']}: total {r['total_s']:.2f} s = encode "
+          f"{s['encode']:.2f} + DiT {s['dit']:.2f} + decode {s['decode']:.2f} + colour fix "
+          f"{s['colorfix']:.3f} + resize {s['preprocess']:.3f} + read {r['read_s']:.2f} + write "
+          f"{r['write_s']:.2f}; peak {r['peak_gb']:.1f} GB  {r['device']}", flush=True)
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  main()

@@ -1,0 +1,219 @@
+"""Video and image I/O with PyAV: streaming reads, H.264 / PNG writes that land atomically.
+
+Inputs: a video file (anything FFmpeg demuxes: mp4, mkv, mov, webm, avi, ...), a single image,
+or a folder of PNG/JPG frames (sorted by name). Frames are (H, W, 3) uint8 RGB, yielded one at a
+time so host memory does not grow with the video length. Outputs: an mp4 (H.264, CRF quality,
+the input frame rate, the input's audio stream copied when present) or a folder of PNGs; both
+are written under a temporary name and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fractions
+import os
+import shutil
+from collections.abc import Iterator
+
+import av
+import numpy as np
+
+from seedvr2_jax.errors import InputError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_FPS = fractions.Fraction(25)
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaInfo:
+  """What a reader found: kind is "video", "image" or "frames" (a folder of images)."""
+
+  path: str
+  kind: str
+  width: int
+  height: int
+  frames: int
+  fps: fractions.Fraction
+  has_audio: bool
+
+
+def _frame_files(folder: str) -> list[str]:
+  files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+  return [os.path.join(folder, f) for f in files]
+
+
+def _decode_one(path: str) -> np.ndarray:
+  try:
+    with av.open(path) as container:
+      return next(container.decode(video=0)).to_ndarray(format="rgb24")
+  except (av.FFmpegError, StopIteration, IndexError, UnicodeDecodeError) as e:
+    raise InputError(f"{path}: not a readable image ({type(e).__name__})") from None
+
+
+def probe(path: str) -> MediaInfo:
+  """Inspects `path` without decoding the whole stream; InputError if it is unusable."""
+  if os.path.isdir(path):
+    files = _frame_files(path)
+    if not files:
+      raise InputError(f"{path}: folder holds no {'/'.join(IMAGE_EXTENSIONS)} frames")
+    first = _decode_one(files[0])
+    return MediaInfo(path, "frames", first.shape[1], first.shape[0], len(files), DEFAULT_FPS,
+                     False)
+  if not os.path.exists(path):
+    raise InputError(f"{path}: no such file or folder")
+  try:
+    with av.open(path) as container:
+      if not container.streams.video:
+        raise InputError(f"{path}: holds no video stream (not a video or image)")
+      stream = container.streams.video[0]
+      is_image = path.lower().endswith(IMAGE_EXTENSIONS)
+      # Count packets (one per frame) rather than trust the container's frame count.
+      frames = 1 if is_image else sum(1 for p in container.demux(stream) if p.size)
+      fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
+      info = MediaInfo(path, "image" if is_image else "video", stream.codec_context.width,
+                       stream.codec_context.height, frames, fractions.Fraction(fps),
+                       bool(container.streams.audio))
+  except av.FFmpegError as e:
+    raise InputError(f"{path}: not a readable video or image ({e.__class__.__name__})") from None
+  if not info.width or not info.height:
+    raise InputError(f"{path}: video stream has no frame size")
+  if not info.frames:
+    raise InputError(f"{path}: holds zero frames")
+  return info
+
+
+def read_frames(info: MediaInfo) -> Iterator[np.ndarray]:
+  """Yields (H, W, 3) uint8 frames one at a time."""
+  if info.kind == "frames":
+    for file in _frame_files(info.path):
+      frame = _decode_one(file)
+      if frame.shape[:2] != (info.height, info.width):
+        raise InputError(f"{file}: frame size {frame.shape[1]}x{frame.shape[0]} differs from "
+                         f"the first frame's {info.width}x{info.height}")
+      yield frame
+    return
+  try:
+    with av.open(info.path) as container:
+      stream = container.streams.video[0]
+      stream.thread_type = "AUTO"
+      for frame in container.decode(stream):
+        yield frame.to_ndarray(format="rgb24")
+  except av.FFmpegError as e:
+    raise InputError(f"{info.path}: decoding failed ({e.__class__.__name__}: {e})") from None
+
+
+def _temporary(path: str) -> str:
+  root, ext = os.path.splitext(path)
+  return f"{root}.partial-{os.getpid()}{ext}"
+
+
+class VideoWriter:
+  """Writes frames to an mp4 (H.264) or a PNG folder; nothing appears at `path` until `close()`
+  succeeds. Use as a context manager: an exception discards the partial output."""
+
+  def __init__(self, path: str, fps: fractions.Fraction, *, crf: int = 18,
+               audio_from: str | None = None, overwrite: bool = False):
+    self.path, self.fps, self.crf, self.audio_from = path, fps, crf, audio_from
+    self.overwrite = overwrite
+    self.to_frames = not os.path.splitext(path)[1]
+    self.tmp = _temporary(path)
+    self._container = self._stream = None
+    self._audio_source = self._audio_stream = None
+    self.count = 0
+    if self.to_frames:
+      os.makedirs(self.tmp)
+
+  def write(self, frame: np.ndarray) -> None:
+    """One (H, W, 3) uint8 frame."""
+    if self.to_frames:
+      _write_still(os.path.join(self.tmp, f"{self.count:06d}.png"), frame)
+    else:
+      if self._container is None:
+        self._open(frame.shape[1], frame.shape[0])
+      for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        self._container.mux(packet)
+    self.count += 1
+
+  def _open(self, width: int, height: int) -> None:
+    if width % 2 or height % 2:
+      raise InputError(f"H.264 needs even frame sizes, got {width}x{height}")
+    self._container = av.open(self.tmp, mode="w", format="mp4")
+    self._stream = self._container.add_stream("libx264", rate=self.fps)
+    self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
+    self._stream.options = {"crf": str(self.crf)}
+    if self.audio_from:
+      # Streams must exist before the first packet is muxed; audio packets follow at close().
+      self._audio_source = av.open(self.audio_from)
+      if self._audio_source.streams.audio:
+        try:
+          self._audio_stream = self._container.add_stream_from_template(
+              self._audio_source.streams.audio[0])
+        except (av.FFmpegError, ValueError):
+          self._audio_stream = None  # codec not storable in mp4: keep the video only
+
+  def _commit(self) -> None:
+    if self.overwrite and os.path.isdir(self.path):
+      shutil.rmtree(self.path)
+    os.replace(self.tmp, self.path)
+
+  def close(self) -> None:
+    if self.to_frames:
+      self._commit()
+      return
+    if self._container is None:
+      raise InputError(f"{self.path}: no frames to write")
+    for packet in self._stream.encode():
+      self._container.mux(packet)
+    if self._audio_stream is not None:
+      for packet in self._audio_source.demux(self._audio_source.streams.audio[0]):
+        if packet.dts is not None:
+          packet.stream = self._audio_stream
+          self._container.mux(packet)
+    self._close_containers()
+    self._commit()
+
+  def _close_containers(self) -> None:
+    for container in (self._container, self._audio_source):
+      if container is not None:
+        container.close()
+
+  def discard(self) -> None:
+    self._close_containers()
+    if os.path.isdir(self.tmp):
+      shutil.rmtree(self.tmp)
+    elif os.path.exists(self.tmp):
+      os.remove(self.tmp)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, exc, tb):
+    if exc_type is None:
+      self.close()
+    else:
+      self.discard()
+    return False
+
+
+def _write_still(path: str, frame: np.ndarray, codec: str = "png", pix_fmt: str = "rgb24"):
+  with av.open(path, mode="w", format="image2") as container:
+    stream = container.add_stream(codec)
+    stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], pix_fmt
+    for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+      container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+
+
+def write_image(path: str, frame: np.ndarray) -> None:
+  """A single image (PNG, or JPEG for other extensions), written atomically."""
+  tmp = _temporary(path)
+  try:
+    if path.lower().endswith(".png"):
+      _write_still(tmp, frame)
+    else:
+      _write_still(tmp, frame, "mjpeg", "yuvj444p")
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)

@@ -1,0 +1,72 @@
+"""Long videos as overlapping clips of one length, cross-faded, streamed with bounded memory.
+
+All clips have the same length (the last one ends at the last frame, overlapping its neighbour
+by more if needed), so one compiled program serves them all. In an overlap, outputs are blended
+with linear weights that sum to one, so there is no seam at clip boundaries. Frames are read
+and emitted as a stream: the host holds at most one clip of input and one clip of output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+
+from seedvr2_jax.utils import blend
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipPlan:
+  """Clip i covers frames [starts[i], starts[i] + length)."""
+
+  frames: int
+  length: int
+  starts: tuple[int, ...]
+
+  @property
+  def count(self) -> int:
+    return len(self.starts)
+
+  def weights(self) -> np.ndarray:
+    """(count, length) cross-fade weights that sum to one at every frame."""
+    return blend.normalized_weights(self.frames, self.length, list(self.starts))
+
+
+def plan_clips(frames: int, clip_frames: int | None, overlap: int) -> ClipPlan:
+  """One clip of the whole video (`clip_frames` None or >= frames), else clips of
+  `clip_frames` frames overlapping by at least `overlap` frames."""
+  length = frames if not clip_frames or clip_frames >= frames else clip_frames
+  return ClipPlan(frames, length, tuple(blend.window_starts(frames, length, overlap)))
+
+
+def stream_clips(frames: Iterable[np.ndarray], plan: ClipPlan,
+                 run: Callable[[list[int], list[np.ndarray]], list[np.ndarray]],
+                 batch: int = 1) -> Iterator[np.ndarray]:
+  """Yields output frames in order.
+
+  `run(clip_indices, clips)` restores up to `batch` clips at once; each clip is a
+  (length, H, W, C) array of input frames and each result a (length, H', W', C) uint8 array.
+  """
+  source = iter(frames)
+  weights = plan.weights()
+  inputs: dict[int, np.ndarray] = {}  # frame index -> input frame still needed
+  acc: dict[int, np.ndarray] = {}  # frame index -> blended output so far
+  emitted = read = 0
+  for first in range(0, plan.count, batch):
+    indices = list(range(first, min(first + batch, plan.count)))
+    end = plan.starts[indices[-1]] + plan.length
+    while read < end:
+      inputs[read] = next(source)
+      read += 1
+    clips = [np.stack([inputs[f] for f in range(plan.starts[i], plan.starts[i] + plan.length)])
+             for i in indices]
+    for i, out in zip(indices, run(indices, clips)):
+      for j, frame in enumerate(np.asarray(out, np.float32)):
+        f = plan.starts[i] + j
+        acc[f] = acc.get(f, 0.0) + weights[i, j] * frame
+    done = plan.starts[indices[-1] + 1] if indices[-1] + 1 < plan.count else plan.frames
+    for f in range(emitted, done):
+      yield np.clip(np.round(acc.pop(f)), 0, 255).astype(np.uint8)
+      inputs.pop(f, None)
+    emitted = done

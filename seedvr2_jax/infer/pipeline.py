@@ -1,0 +1,133 @@
+"""One-step SeedVR2 restoration of one clip (official semantics, spec §4).
+
+  lq (T, H, W, 3) in [-1, 1] -> pad to 4n+1 frames -> VAE encode, posterior sample, * 0.9152
+  -> condition [lq latent | ones] -> DiT(noise | condition, text, t = 1000) = v
+  -> x0 = noise - v -> VAE decode (x0 / 0.9152) -> trim -> colour fix against lq -> uint8.
+
+Every function here is pure and traceable; `Restorer` jits `restore_clip` once per clip shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from seedvr2_jax.infer import colorfix, preprocess
+from seedvr2_jax.models.dit.nadit import NaDiT
+from seedvr2_jax.models.vae import codec
+from seedvr2_jax.models.vae.autoencoder import VideoAutoencoder
+
+ONE_STEP_TIMESTEP = 1000.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreOptions:
+  """colorfix: "wavelet" (official) | "adain" | "none". VAE chunking/tiling: see `codec`."""
+
+  colorfix: str = "wavelet"
+  encode_chunk_frames: int | None = 4
+  decode_chunk_latents: int | None = 1
+  tile_px: tuple[int, int] | None = None
+  overlap_px: tuple[int, int] = (64, 64)
+
+
+def encode_lq(vae: VideoAutoencoder, lq_bthwc, eps, opts: RestoreOptions):
+  """Padded LQ pixels -> scaled DiT condition latent (posterior sample with noise `eps`)."""
+  moments = codec.encode(vae, lq_bthwc, chunk_frames=opts.encode_chunk_frames,
+                         tile_px=opts.tile_px, overlap_px=opts.overlap_px)
+  mean, logvar = codec.split_moments(moments)
+  z = codec.sample_posterior(mean, logvar, eps)
+  return z * vae.cfg.scaling_factor + vae.cfg.shifting_factor
+
+
+def predict_x0(dit: NaDiT, noise, lq_latent, txt_blc, txt_len_b=None):
+  """One Euler step from t = T of the v-prediction lerp schedule: x0 = noise - v."""
+  condition = jnp.concatenate([lq_latent, jnp.ones_like(lq_latent[..., :1])], axis=-1)
+  vid = jnp.concatenate([noise, condition], axis=-1)
+  timestep = jnp.full((noise.shape[0],), ONE_STEP_TIMESTEP, jnp.float32)
+  return noise - dit(vid, txt_blc, timestep, txt_len_b)
+
+
+def decode_x0(vae: VideoAutoencoder, x0, opts: RestoreOptions):
+  z = (x0 - vae.cfg.shifting_factor) / vae.cfg.scaling_factor
+  return codec.decode(vae, z, chunk_latents=opts.decode_chunk_latents, tile_px=opts.tile_px,
+                      overlap_px=opts.overlap_px).astype(jnp.float32)
+
+
+def to_uint8(frames):
+  """[-1, 1] -> uint8 with the official rounding (half to even)."""
+  return jnp.round((jnp.clip(frames, -1.0, 1.0) * 0.5 + 0.5) * 255.0).astype(jnp.uint8)
+
+
+def noise_shapes(vae: VideoAutoencoder, lq_shape) -> tuple[tuple, tuple]:
+  """Shapes of (posterior eps, initial noise) for an unpadded (B, T, H, W, 3) clip."""
+  cfg = vae.cfg
+  b, t, h, w, _ = lq_shape
+  latent = (b, cfg.latent_frames(preprocess.padded_length(t, cfg.temporal_factor)),
+            h // cfg.spatial_factor, w // cfg.spatial_factor, cfg.latent_channels)
+  return latent, latent
+
+
+def restore_clip(dit: NaDiT, vae: VideoAutoencoder, lq_bthwc, txt_blc, eps, noise,
+                 opts: RestoreOptions):
+  """Unpadded pre-processed clip (B, T, H, W, 3) in [-1, 1] -> restored (B, T, H, W, 3) uint8."""
+  frames = lq_bthwc.shape[1]
+  padded = jax.vmap(lambda v: preprocess.pad_frames(v, vae.cfg.temporal_factor))(lq_bthwc)
+  lq_latent = encode_lq(vae, padded, eps, opts)
+  x0 = predict_x0(dit, noise, lq_latent, txt_blc)
+  decoded = decode_x0(vae, x0, opts)[:, :frames]
+  fixed = jax.vmap(lambda r, l: colorfix.color_fix(r, l, opts.colorfix))(decoded, lq_bthwc)
+  return to_uint8(fixed)
+
+
+class Restorer:
+  """Jitted restoration of batches of raw clips (one compilation per clip shape).
+
+  raw clips (B, T, H, W, 3) uint8 -> pre-process to `size` (official resize and /16 crop)
+  -> `restore_clip` -> (B, T, h, w, 3) uint8. Each clip draws its posterior and initial noise
+  from its own key, so results do not depend on how clips are batched or placed on devices.
+  With a mesh, the batch is split over its "data" axis and frame width over "sequence".
+  """
+
+  def __init__(self, dit: NaDiT, vae: VideoAutoencoder, txt_lc, opts: RestoreOptions,
+               size: tuple[int, int], mesh: jax.sharding.Mesh | None = None):
+    if opts.colorfix not in colorfix.COLORFIX_MODES:
+      raise ValueError(f"unknown colour fix {opts.colorfix!r}")
+    dit_graph, self.dit_state = nnx.split(dit)
+    vae_graph, self.vae_state = nnx.split(vae)
+    self.txt = jnp.asarray(txt_lc)[None]
+    self.mesh = mesh
+    spec = jax.sharding.PartitionSpec("data", None, None, "sequence", None)
+
+    def constrain(x):
+      return x if mesh is None else jax.lax.with_sharding_constraint(
+          x, jax.sharding.NamedSharding(mesh, spec))
+
+    def run(dit_state, vae_state, raw, txt, keys):
+      vae_ = nnx.merge(vae_graph, vae_state)
+      lq = constrain(jax.vmap(lambda clip: preprocess.preprocess(clip / 255.0, size))(raw))
+      eps_shape, noise_shape = noise_shapes(vae_, lq.shape)
+      eps, noise = jax.vmap(lambda key: tuple(
+          jax.random.normal(k, shape[1:], jnp.float32)
+          for k, shape in zip(jax.random.split(key), (eps_shape, noise_shape))))(keys)
+      txt_b = jnp.broadcast_to(txt, (lq.shape[0], *txt.shape[1:]))
+      return restore_clip(nnx.merge(dit_graph, dit_state), vae_, lq, txt_b, constrain(eps),
+                          constrain(noise), opts)
+
+    self._run = jax.jit(run)
+
+  def __call__(self, raw_bthwc, keys) -> jax.Array:
+    raw = jnp.asarray(raw_bthwc)
+    if self.mesh is not None:
+      raw = jax.device_put(raw, jax.sharding.NamedSharding(
+          self.mesh, jax.sharding.PartitionSpec("data")))
+    return self._run(self.dit_state, self.vae_state, raw, self.txt, keys)
+
+  def lower(self, raw_shape):
+    """The lowered program for raw clips of `raw_shape` (for memory estimates)."""
+    raw = jax.ShapeDtypeStruct(raw_shape, jnp.uint8)
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), raw_shape[0]))
+    return self._run.lower(self.dit_state, self.vae_state, raw, self.txt, keys)

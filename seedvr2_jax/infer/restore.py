@@ -1,0 +1,212 @@
+"""`seedvr2-jax restore`: a video, image or frame folder in, the one-step restoration out.
+
+Plan (sizes, clips, windows, memory) -> load models -> stream frames through clips
+(`clips.stream_clips`), batched over devices -> write frames as they are final. Failures leave
+no output behind; an existing output is only replaced with `overwrite`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from seedvr2_jax.convert import bundle as bundle_lib
+from seedvr2_jax.convert import dit as dit_convert
+from seedvr2_jax.convert import vae as vae_convert
+from seedvr2_jax.data import video_io
+from seedvr2_jax.errors import InputError
+from seedvr2_jax.infer import clips, pipeline, preprocess
+from seedvr2_jax.models.dit import config as dit_config
+from seedvr2_jax.models.dit.flops import token_grid
+from seedvr2_jax.models.dit.nadit import NaDiT
+from seedvr2_jax.models.vae import config as vae_config
+from seedvr2_jax.models.vae.autoencoder import VideoAutoencoder
+from seedvr2_jax.ops import window_plan
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov")
+NO_CHECKPOINT_NOTE = (
+    "no --checkpoint given: using a tiny randomly initialised model. The output shows the "
+    "pipeline working; it is NOT a restoration. For real restorations download the official "
+    "SeedVR2 weights (huggingface.co/ByteDance-Seed/SeedVR2-3B or -7B: seedvr2_ema_3b.pth, "
+    "ema_vae.pth, pos_emb.pt, neg_emb.pt) and run `seedvr2-jax convert` once, then pass "
+    "--checkpoint DIR.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+  input: str
+  output: str
+  checkpoint: str | None = None
+  resolution: tuple[int, int] | None = None
+  short_side: int | None = None
+  scale: float | None = None
+  colorfix: str = "wavelet"
+  seed: int = 666
+  dtype: str = "auto"
+  clip_frames: int | None = None
+  clip_overlap: int = 8
+  max_frames: int | None = None
+  encode_chunk: int | None = 4
+  decode_chunk: int | None = 1
+  tile: tuple[int, int] | None = None
+  tile_overlap: int = 64
+  sequence_parallel: int = 1
+  crf: int = 18
+  overwrite: bool = False
+  dry_run: bool = False
+
+
+def output_kind(path: str) -> str:
+  ext = os.path.splitext(path)[1].lower()
+  if not ext:
+    return "frames"
+  if ext in VIDEO_EXTENSIONS:
+    return "video"
+  if ext in video_io.IMAGE_EXTENSIONS:
+    return "image"
+  raise InputError(f"{path}: unknown output type (use .mp4/.mkv/.mov, an image extension, or a "
+                   f"folder name without extension for PNG frames)")
+
+
+def tiny_models(seed: int = 0):
+  """A tiny randomly initialised DiT + VAE + text embedding (for demos and tests)."""
+  dit = NaDiT(dit_config.official("3b", **dit_config.TINY["3b"]), nnx.Rngs(seed))
+  vae = VideoAutoencoder(vae_config.VAEConfig(**vae_config.TINY), nnx.Rngs(seed + 1))
+  txt = jax.random.normal(jax.random.key(seed + 2), (58, dit.cfg.txt_in_dim))
+  return dit, vae, txt
+
+
+def load_models(checkpoint: str | None, dtype: str, log):
+  if checkpoint is None:
+    log(f"note: {NO_CHECKPOINT_NOTE}")
+    return tiny_models()
+  numerics = dict(dtype=dtype)
+  bundle = bundle_lib.load(checkpoint, param_dtype=dtype, **numerics)
+  dit = nnx.merge(dit_convert.abstract_model(bundle.dit_cfg)[0], bundle.dit_state)
+  vae = nnx.merge(vae_convert.abstract_model(bundle.vae_cfg)[0], bundle.vae_state)
+  log(f"loaded SeedVR2-{bundle.dit_cfg.variant.upper()} from {checkpoint} ({dtype})")
+  return dit, vae, bundle.pos_emb
+
+
+def make_mesh(sequence: int) -> jax.sharding.Mesh | None:
+  """All devices: batch over "data", frame width over "sequence" (`sequence` devices)."""
+  devices = jax.devices()
+  if len(devices) == 1:
+    return None
+  if len(devices) % sequence:
+    raise InputError(f"--sequence-parallel {sequence} does not divide {len(devices)} devices")
+  auto = (jax.sharding.AxisType.Auto,) * 2
+  return jax.make_mesh((len(devices) // sequence, sequence), ("data", "sequence"),
+                       axis_types=auto)
+
+
+class Progress:
+  """One status line on stderr: frames done, frames/s, ETA."""
+
+  def __init__(self, total: int, stream=None):
+    self.total, self.stream = total, stream or sys.stderr
+    self.start, self.done = time.perf_counter(), 0
+
+  def update(self, n: int = 1) -> None:
+    self.done += n
+    elapsed = time.perf_counter() - self.start
+    rate = self.done / elapsed if elapsed > 0 else 0.0
+    eta = (self.total - self.done) / rate if rate else float("inf")
+    self.stream.write(f"\rrestore: {self.done}/{self.total} frames | {rate:.2f} frames/s | "
+                      f"ETA {eta:.0f} s ")
+    if self.done == self.total:
+      self.stream.write("\n")
+    self.stream.flush()
+
+
+def describe_plan(req: Request, info: video_io.MediaInfo, frames: int, size, plan, dit, vae,
+                  restorer: pipeline.Restorer, batch: int) -> list[str]:
+  top, left, h, w = preprocess.crop_box(*size)
+  padded = preprocess.padded_length(plan.length, vae.cfg.temporal_factor)
+  latent = (vae.cfg.latent_frames(padded), h // vae.cfg.spatial_factor,
+            w // vae.cfg.spatial_factor)
+  grid = token_grid(dit.cfg, latent)
+  lines = [
+      f"input: {info.path} ({info.kind}) {info.width}x{info.height}, {info.frames} frames, "
+      f"{float(info.fps):.3f} fps, audio: {'yes' if info.has_audio else 'no'}",
+      f"frames to restore: {frames}; resized to {size[1]}x{size[0]}, cropped to {w}x{h} "
+      f"(offset {left},{top}); output {req.output} ({output_kind(req.output)})",
+      f"clips: {plan.count} of {plan.length} frames (padded to {padded}), starts "
+      f"{list(plan.starts)}; {batch} clip(s) per step",
+      f"latent {latent[0]}x{latent[1]}x{latent[2]}, DiT token grid {grid[0]}x{grid[1]}x{grid[2]}",
+  ]
+  for key in sorted(set(zip(dit.cfg.window, dit.cfg.window_method))):
+    p = window_plan.window_plan(grid, *key)
+    lines.append(f"windows {key[1]}: {p.num_windows} (tokens per window {p.lengths.min()}-"
+                 f"{p.lengths.max()})")
+  compiled = restorer.lower((batch, plan.length, info.height, info.width, 3)).compile()
+  mem = compiled.memory_analysis()
+  if mem is not None:
+    total = (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
+    lines.append(f"estimated device memory per step: {total / 1e9:.2f} GB (weights and inputs "
+                 f"{mem.argument_size_in_bytes / 1e9:.2f} GB, temporaries "
+                 f"{mem.temp_size_in_bytes / 1e9:.2f} GB)")
+  return lines
+
+
+def run(req: Request, log=print, progress_stream=None) -> int:
+  """Restores `req.input` into `req.output`; returns the number of frames written."""
+  kind = output_kind(req.output)
+  if os.path.exists(req.output) and not req.overwrite:
+    raise InputError(f"{req.output} exists (pass --overwrite to replace it)")
+  info = video_io.probe(req.input)
+  frames = min(info.frames, req.max_frames) if req.max_frames else info.frames
+  if kind == "image" and frames != 1:
+    raise InputError(f"{req.output}: an image output needs a one-frame input, got {frames} "
+                     f"frames (write .mp4 or a frame folder)")
+  if not any(v is not None for v in (req.resolution, req.short_side, req.scale)):
+    req = dataclasses.replace(req, resolution=(720, 1280))
+  size = preprocess.output_size(info.height, info.width, resolution=req.resolution,
+                                short_side=req.short_side, scale=req.scale)
+  plan = clips.plan_clips(frames, req.clip_frames, req.clip_overlap)
+  dtype = req.dtype if req.dtype != "auto" else (
+      "bfloat16" if jax.default_backend() == "gpu" else "float32")
+  mesh = make_mesh(req.sequence_parallel)
+  batch = 1 if mesh is None else mesh.shape["data"]
+  dit, vae, txt = load_models(req.checkpoint, dtype, log)
+  opts = pipeline.RestoreOptions(
+      colorfix=req.colorfix, encode_chunk_frames=req.encode_chunk,
+      decode_chunk_latents=req.decode_chunk, tile_px=req.tile,
+      overlap_px=(req.tile_overlap, req.tile_overlap))
+  restorer = pipeline.Restorer(dit, vae, txt, opts, size, mesh)
+  if req.dry_run:
+    for line in describe_plan(req, info, frames, size, plan, dit, vae, restorer, batch):
+      log(line)
+    return 0
+  key = jax.random.key(req.seed)
+
+  def restore_batch(indices, clip_frames):
+    n = len(indices)
+    stacked = np.stack(clip_frames + [clip_frames[-1]] * (batch - n))
+    keys = jnp.stack([jax.random.fold_in(key, i) for i in indices + [indices[-1]] * (batch - n)])
+    return list(np.asarray(restorer(stacked, keys))[:n])
+
+  progress = Progress(frames, progress_stream)
+  source = itertools.islice(video_io.read_frames(info), frames)
+  outputs = clips.stream_clips(source, plan, restore_batch, batch)
+  if kind == "image":
+    video_io.write_image(req.output, next(outputs))
+    progress.update()
+    return 1
+  audio = info.path if info.has_audio and kind == "video" and frames == info.frames else None
+  with video_io.VideoWriter(req.output, info.fps, crf=req.crf, audio_from=audio,
+                            overwrite=req.overwrite) as writer:
+    for frame in outputs:
+      writer.write(frame)
+      progress.update()
+  log(f"wrote {req.output}: {writer.count} frames, {size[1] - size[1] % 16}x"
+      f"{size[0] - size[0] % 16}")
+  return writer.count
