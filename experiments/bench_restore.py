@@ -1,13 +1,17 @@
-"""End-to-end one-step restoration benchmark (3B, bf16, random weights): total time and the split
-between VAE encode, DiT, VAE decode, colour fix and video I/O; peak GPU memory.
+"""End-to-end one-step restoration benchmark (3B, bf16, random weights): the split between
+VAE encode, DiT, VAE decode, colour fix and video I/O, the `seedvr2-jax restore` wall time on a
+real video, and peak GPU memory.
 
   python experiments/bench_restore.py                        # the three default settings
   python experiments/bench_restore.py --runs 100:192x336:768x1344
 
-A run is FRAMES:LQ_HxW:OUT_HxW (output area as the official --resolution). Model stages are
-jitted and timed separately on device-resident inputs (median of --iters after one warm-up);
-I/O is PyAV decoding of an H.264 file of the LQ clip plus H.264 encoding of the output, on the
-host. Each run is its own process.
+A run is FRAMES:LQ_HxW:OUT_HxW (output area as the official --resolution). Stages: each is
+jitted with the weights as arguments and timed on device-resident inputs (median of --iters
+after a warm-up); I/O is PyAV decoding of the LQ clip plus H.264 encoding of the output, on the
+host. End to end: `restore.run` (one clip, as the official code) on an H.264 file of the LQ
+clip made from the real sample video tests/fixtures/media/bikes_2s.mp4 (played forwards and
+backwards to reach FRAMES), once cold (tracing and compilation included) and once with the
+persistent compilation cache filled. Each run is its own process.
 """
 
 import argparse
@@ -18,15 +22,34 @@ import sys
 import tempfile
 import time
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-def run_one(spec: str, iters: int) -> dict:
+
+def lq_video(path: str, frames: int, lq_h: int, lq_w: int) -> None:
+  """An H.264 file of `frames` real frames at lq_h x lq_w (bikes, ping-pong looped)."""
+  import itertools
+
+  import av
+
+  from seedvr2_jax.data import video_io
+  info = video_io.probe(os.path.join(ROOT, "tests", "fixtures", "media", "bikes_2s.mp4"))
+  source = [av.VideoFrame.from_ndarray(f, format="rgb24").reformat(
+      width=lq_w, height=lq_h, interpolation="AREA").to_ndarray(format="rgb24")
+      for f in video_io.read_frames(info)]
+  loop = itertools.cycle(source + source[-2:0:-1])
+  with video_io.VideoWriter(path, info.fps) as writer:
+    for frame in itertools.islice(loop, frames):
+      writer.write(frame)
+
+
+def run_one(spec: str, iters: int, tiny: bool) -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
   from flax import nnx
 
   from seedvr2_jax.data import video_io
-  from seedvr2_jax.infer import colorfix, pipeline, preprocess
+  from seedvr2_jax.infer import colorfix, pipeline, preprocess, restore
   from seedvr2_jax.models.dit import config as dit_config
   from seedvr2_jax.models.dit.nadit import NaDiT
   from seedvr2_jax.models.vae import config as vae_config
@@ -38,30 +61,40 @@ def run_one(spec: str, iters: int) -> dict:
   lq_h, lq_w = (int(v) for v in lq.split("x"))
   out_h, out_w = (int(v) for v in out.split("x"))
   dtype = "bfloat16"
-  dit = NaDiT(dit_config.official("3b", param_dtype=dtype, dtype=dtype), nnx.Rngs(0))
-  vae = VideoAutoencoder(vae_config.VAEConfig(param_dtype=dtype, dtype=dtype), nnx.Rngs(1))
-  txt = jax.random.normal(jax.random.key(2), (1, 58, dit.cfg.txt_in_dim), jnp.bfloat16)
+  dit = NaDiT(dit_config.official("3b", param_dtype=dtype, dtype=dtype,
+                                  **(dit_config.TINY["3b"] if tiny else {})), nnx.Rngs(0))
+  vae = VideoAutoencoder(vae_config.VAEConfig(param_dtype=dtype, dtype=dtype,
+                                              **(vae_config.TINY if tiny else {})), nnx.Rngs(1))
+  dit_graph, dit_state = nnx.split(dit)
+  vae_graph, vae_state = nnx.split(vae)
+  txt = jax.random.normal(jax.random.key(2), (58, dit.cfg.txt_in_dim), jnp.bfloat16)
   opts = pipeline.RestoreOptions()
   size = preprocess.output_size(lq_h, lq_w, resolution=(out_h, out_w))
   raw = np.random.default_rng(0).integers(0, 256, (frames, lq_h, lq_w, 3), np.uint8)
   rows = {}
 
   def stage(name, fn, *args):
-    timing = time_jitted(fn, *args, warmup=1, iters=iters)
-    rows[name] = timing
+    """Times fn(*args); weights are arguments (closed-over arrays would be baked in as HLO
+    constants, which multiplies compile time)."""
+    rows[name] = time_jitted(fn, *args, warmup=1, iters=iters)
     return jax.jit(fn)(*args)
 
+  with_vae = lambda fn: lambda state, *a: fn(nnx.merge(vae_graph, state), *a)
   pre = stage("preprocess", lambda x: preprocess.preprocess(x / 255.0, size), jnp.asarray(raw))
   padded = preprocess.pad_frames(pre)[None]
   eps_shape, noise_shape = pipeline.noise_shapes(vae, pre[None].shape)
   eps = jax.random.normal(jax.random.key(3), eps_shape)
   noise = jax.random.normal(jax.random.key(4), noise_shape)
-  lq_latent = stage("encode", lambda x, e: pipeline.encode_lq(vae, x, e, opts), padded, eps)
-  x0 = stage("dit", lambda n, c, t: pipeline.predict_x0(dit, n, c, t), noise, lq_latent, txt)
-  decoded = stage("decode", lambda x: pipeline.decode_x0(vae, x, opts), x0)[0, :frames]
+  lq_latent = stage("encode", with_vae(lambda v, x, e: pipeline.encode_lq(v, x, e, opts)),
+                    vae_state, padded, eps)
+  x0 = stage("dit", lambda s, n, c, t: pipeline.predict_x0(nnx.merge(dit_graph, s), n, c, t),
+             dit_state, noise, lq_latent, txt[None])
+  decoded = stage("decode", with_vae(lambda v, x: pipeline.decode_x0(v, x, opts)),
+                  vae_state, x0)[0, :frames]
   stage("colorfix", lambda d, p: pipeline.to_uint8(colorfix.color_fix(d, p, "wavelet")),
         decoded, pre)
   output = np.asarray(pipeline.to_uint8(decoded))
+  del lq_latent, x0, decoded, eps, noise, padded
 
   with tempfile.TemporaryDirectory() as tmp:
     src = os.path.join(tmp, "lq.mp4")
@@ -76,14 +109,27 @@ def run_one(spec: str, iters: int) -> dict:
       for frame in output:
         writer.write(frame)
     write_s = time.perf_counter() - start
-  assert decoded_frames == frames
+    assert decoded_frames == frames
+
+    real = os.path.join(tmp, "bikes_lq.mp4")
+    lq_video(real, frames, lq_h, lq_w)
+    jax.config.update("jax_compilation_cache_dir", os.path.join(tmp, "xla_cache"))
+    request = restore.Request(real, os.path.join(tmp, "restored.mp4"), resolution=(out_h, out_w),
+                              dtype=dtype, overwrite=True)
+    e2e = []
+    for _ in range(2):
+      start = time.perf_counter()
+      written = restore.run(request, log=lambda *_: None, progress_stream=open(os.devnull, "w"),
+                            models=(dit, vae, txt))
+      e2e.append(time.perf_counter() - start)
+    assert written == frames
   model_s = sum(rows[k]["seconds"] for k in ("preprocess", "encode", "dit", "decode", "colorfix"))
   return dict(spec=spec, frames=frames, output=f"{output.shape[2]}x{output.shape[1]}",
               device=jax.devices()[0].device_kind, jax=jax.__version__,
               stages={k: v["seconds"] for k, v in rows.items()},
               compile_s={k: v["compile_s"] for k, v in rows.items()}, model_s=model_s,
               read_s=read_s, write_s=write_s, total_s=model_s + read_s + write_s,
-              peak_gb=peak_memory_gb())
+              restore_cold_s=e2e[0], restore_warm_s=e2e[1], peak_gb=peak_memory_gb())
 
 
 def main():
@@ -92,15 +138,17 @@ def main():
                                                     "101:180x320:720x1280",
                                                     "45:270x480:1080x1920"])
   parser.add_argument("--iters", type=int, default=3)
+  parser.add_argument("--tiny", action="store_true", help="tiny model (a CPU smoke test)")
   parser.add_argument("--out", default=None, help="append JSON lines here")
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    print(json.dumps(run_one(args.runs[0], args.iters)))
+    print(json.dumps(run_one(args.runs[0], args.iters, args.tiny)))
     return
   for spec in args.runs:
     proc = subprocess.run([sys.executable, __file__, "--child", "--runs", spec, "--iters",
-                           str(args.iters)], capture_output=True, text=True)
+                           str(args.iters)] + ["--tiny"] * args.tiny, capture_output=True,
+                          text=True)
     if proc.returncode:
       print(f"{spec}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
       continue
@@ -112,9 +160,10 @@ def main():
     print(f"{r['frames']} frames -> {r['output']}: total {r['total_s']:.2f} s = encode "
           f"{s['encode']:.2f} + DiT {s['dit']:.2f} + decode {s['decode']:.2f} + colour fix "
           f"{s['colorfix']:.3f} + resize {s['preprocess']:.3f} + read {r['read_s']:.2f} + write "
-          f"{r['write_s']:.2f}; peak {r['peak_gb']:.1f} GB  {r['device']}", flush=True)
+          f"{r['write_s']:.2f}; restore command {r['restore_warm_s']:.2f} s (cold "
+          f"{r['restore_cold_s']:.1f} s); peak {r['peak_gb']:.1f} GB  {r['device']}", flush=True)
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  sys.path.insert(0, ROOT)
   main()

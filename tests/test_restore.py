@@ -18,6 +18,7 @@ from seedvr2_jax.errors import CheckpointError, InputError
 from seedvr2_jax.infer import clips, colorfix, preprocess
 from seedvr2_jax.models.dit import config as dit_config
 from seedvr2_jax.models.vae import config as vae_config
+from seedvr2_jax.utils import background
 
 BIKES = os.path.join(FIXTURES, "media", "bikes_2s.mp4")
 BUNNY = os.path.join(FIXTURES, "media", "bigbuckbunny_1s.mp4")
@@ -80,6 +81,39 @@ def test_clip_cross_fade_has_no_seam():
   assert out[0] == 100 and out[-1] == 100 + 20 * (plan.count - 1)
   steps = np.diff(out)
   assert steps.min() >= 0 and steps.max() <= 8  # a smooth ramp, not a cut of 20
+
+
+def test_next_batch_is_dispatched_before_results_are_read():
+  """Input reading and output writing overlap the device: batch k+1 runs before k's frames."""
+  events = []
+
+  def run(indices, batch):
+    events.append(("run", indices[0]))
+    return [c for c in batch]
+
+  plan = clips.plan_clips(30, 10, 2)
+  for i, _ in enumerate(clips.stream_clips(_frames(30), plan, run)):
+    events.append(("frame", i))
+  runs = [events.index(("run", k)) for k in range(plan.count)]
+  assert runs[1] < events.index(("frame", 0)) and runs[-1] < events.index(("frame", 20))
+
+
+def test_background_consumer_keeps_order_and_raises_errors():
+  seen = []
+  with background.BackgroundConsumer(seen.append, max_items=2) as consumer:
+    for i in range(50):
+      consumer.put(i)
+  assert seen == list(range(50))
+
+  def fail(item):
+    raise OSError(f"disk full at {item}")
+
+  with pytest.raises(OSError, match="disk full at 0"):
+    with background.BackgroundConsumer(fail) as consumer:
+      consumer.put(0)
+  with pytest.raises(KeyError):  # the caller's error wins; queued items are dropped
+    with background.BackgroundConsumer(seen.append) as consumer:
+      raise KeyError("stop")
 
 
 @pytest.fixture(scope="module")

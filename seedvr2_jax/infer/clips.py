@@ -3,7 +3,8 @@
 All clips have the same length (the last one ends at the last frame, overlapping its neighbour
 by more if needed), so one compiled program serves them all. In an overlap, outputs are blended
 with linear weights that sum to one, so there is no seam at clip boundaries. Frames are read
-and emitted as a stream: the host holds at most one clip of input and one clip of output.
+and emitted as a stream: the host holds at most two batches of clips (the one being blended and
+the next one, already dispatched).
 """
 
 from __future__ import annotations
@@ -46,27 +47,39 @@ def stream_clips(frames: Iterable[np.ndarray], plan: ClipPlan,
   """Yields output frames in order.
 
   `run(clip_indices, clips)` restores up to `batch` clips at once; each clip is a
-  (length, H, W, C) array of input frames and each result a (length, H', W', C) uint8 array.
+  (length, H, W, C) array of input frames and each result a (length, H', W', C) uint8 array
+  (a jax.Array is fine: results are only read after the next batch has been dispatched, so
+  reading input and writing output overlap the device's work on the next batch).
   """
   source = iter(frames)
   weights = plan.weights()
   inputs: dict[int, np.ndarray] = {}  # frame index -> input frame still needed
   acc: dict[int, np.ndarray] = {}  # frame index -> blended output so far
-  emitted = read = 0
-  for first in range(0, plan.count, batch):
-    indices = list(range(first, min(first + batch, plan.count)))
+  read = 0
+
+  def dispatch(indices: list[int]):
+    nonlocal read
     end = plan.starts[indices[-1]] + plan.length
     while read < end:
       inputs[read] = next(source)
       read += 1
-    clips = [np.stack([inputs[f] for f in range(plan.starts[i], plan.starts[i] + plan.length)])
-             for i in indices]
-    for i, out in zip(indices, run(indices, clips)):
+    clip_inputs = [np.stack([inputs[f] for f in range(s, s + plan.length)])
+                   for s in (plan.starts[i] for i in indices)]
+    return indices, run(indices, clip_inputs)
+
+  batches = [list(range(first, min(first + batch, plan.count)))
+             for first in range(0, plan.count, batch)]
+  emitted = 0
+  pending = dispatch(batches[0])
+  for following in batches[1:] + [None]:
+    indices, outputs = pending
+    pending = dispatch(following) if following else None
+    for i, out in zip(indices, outputs):
       for j, frame in enumerate(np.asarray(out, np.float32)):
         f = plan.starts[i] + j
         acc[f] = acc.get(f, 0.0) + weights[i, j] * frame
     done = plan.starts[indices[-1] + 1] if indices[-1] + 1 < plan.count else plan.frames
     for f in range(emitted, done):
       yield np.clip(np.round(acc.pop(f)), 0, 255).astype(np.uint8)
-      inputs.pop(f, None)
+      inputs.pop(f, None)  # frames before the next clip's start are not needed again
     emitted = done

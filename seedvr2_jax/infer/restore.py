@@ -30,6 +30,7 @@ from seedvr2_jax.models.dit.nadit import NaDiT
 from seedvr2_jax.models.vae import config as vae_config
 from seedvr2_jax.models.vae.autoencoder import VideoAutoencoder
 from seedvr2_jax.ops import window_plan
+from seedvr2_jax.utils import background
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov")
 NO_CHECKPOINT_NOTE = (
@@ -157,8 +158,12 @@ def describe_plan(req: Request, info: video_io.MediaInfo, frames: int, size, pla
   return lines
 
 
-def run(req: Request, log=print, progress_stream=None) -> int:
-  """Restores `req.input` into `req.output`; returns the number of frames written."""
+def run(req: Request, log=print, progress_stream=None, models=None) -> int:
+  """Restores `req.input` into `req.output`; returns the number of frames written.
+
+  `models`: an already built (dit, vae, text embedding) to use instead of loading
+  `req.checkpoint` (benchmarks); by default the checkpoint, or the tiny model without one.
+  """
   kind = output_kind(req.output)
   if os.path.exists(req.output) and not req.overwrite:
     raise InputError(f"{req.output} exists (pass --overwrite to replace it)")
@@ -176,7 +181,7 @@ def run(req: Request, log=print, progress_stream=None) -> int:
       "bfloat16" if jax.default_backend() == "gpu" else "float32")
   mesh = make_mesh(req.sequence_parallel)
   batch = 1 if mesh is None else mesh.shape["data"]
-  dit, vae, txt = load_models(req.checkpoint, dtype, log)
+  dit, vae, txt = models or load_models(req.checkpoint, dtype, log)
   opts = pipeline.RestoreOptions(
       colorfix=req.colorfix, encode_chunk_frames=req.encode_chunk,
       decode_chunk_latents=req.decode_chunk, tile_px=req.tile,
@@ -192,7 +197,7 @@ def run(req: Request, log=print, progress_stream=None) -> int:
     n = len(indices)
     stacked = np.stack(clip_frames + [clip_frames[-1]] * (batch - n))
     keys = jnp.stack([jax.random.fold_in(key, i) for i in indices + [indices[-1]] * (batch - n)])
-    return list(np.asarray(restorer(stacked, keys))[:n])
+    return list(restorer(stacked, keys)[:n])  # still on device: read after the next dispatch
 
   progress = Progress(frames, progress_stream)
   source = itertools.islice(video_io.read_frames(info), frames)
@@ -204,9 +209,10 @@ def run(req: Request, log=print, progress_stream=None) -> int:
   audio = info.path if info.has_audio and kind == "video" and frames == info.frames else None
   with video_io.VideoWriter(req.output, info.fps, crf=req.crf, audio_from=audio,
                             overwrite=req.overwrite) as writer:
-    for frame in outputs:
-      writer.write(frame)
-      progress.update()
+    with background.BackgroundConsumer(writer.write) as encoder:  # encode while the device works
+      for frame in outputs:
+        encoder.put(frame)
+        progress.update()
   log(f"wrote {req.output}: {writer.count} frames, {size[1] - size[1] % 16}x"
       f"{size[0] - size[0] % 16}")
   return writer.count
