@@ -21,11 +21,16 @@ setup(
         "ml-collections==1.1.0",
         "clu==0.0.12",
         "numpy>=2.1",
+        "scipy>=1.13",  # FFT blurs of the training degradations (already a jax dependency)
+        # TensorBoard event files without TensorFlow (clu's writers import TensorFlow).
+        "tensorboardX==2.6.5",
         "ml_dtypes>=0.5",  # bfloat16 numpy arrays for checkpoint I/O (already a jax dependency)
         # PyAV: the standard FFmpeg binding; decodes mp4/mkv/mov/webm/avi and images, encodes
         # H.264 in-process and copies audio streams (OpenCV cannot write H.264).
         "av==19.0.2",
     ],
-    extras_require={"dev": ["pytest==9.2.0"]},
+    # pytest-xdist: the standard way to run pytest over several processes; the suite is bound
+    # by single-threaded XLA compiles, so two workers halve its time on a 2-core machine.
+    extras_require={"dev": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
     entry_points={"console_scripts": ["seedvr2-jax=seedvr2_jax.cli:main"]},
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from seedvr2_jax.errors import SeedVR2Error
+from seedvr2_jax.errors import ConfigError, SeedVR2Error
 
 
 def _parity(args) -> int:
@@ -42,6 +42,15 @@ def _size(text: str) -> tuple[int, int]:
   return h, w
 
 
+def _bucket(text: str) -> tuple[int, int, int]:
+  """'FxHxW' -> (frames, height, width)."""
+  try:
+    t, h, w = (int(v) for v in text.lower().split("x"))
+  except ValueError:
+    raise ConfigError(f"--buckets: expected FxHxW (e.g. 21x720x1280), got {text!r}") from None
+  return t, h, w
+
+
 def _restore(args) -> int:
   import os
 
@@ -74,6 +83,45 @@ def _convert(args) -> int:
 def _export(args) -> int:
   from seedvr2_jax.convert import bundle
   bundle.export(args.checkpoint, args.out, overwrite=args.overwrite)
+  return 0
+
+
+def _degrade(args) -> int:
+  from seedvr2_jax.data import degrade_cli
+  return degrade_cli.run_cli(args.input, args.output, args.config, args.seed, args.overwrite)
+
+
+def _build_dataset(args) -> int:
+  from seedvr2_jax.data import tfds_builders
+  builder = tfds_builders.build(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir,
+                                overwrite=args.overwrite)
+  splits = ", ".join(f"{k} {v.num_examples}" for k, v in builder.info.splits.items())
+  print(f"built {builder.info.full_name} in {args.data_dir}: {splits}")
+  return 0
+
+
+def _precompute(args) -> int:
+  from seedvr2_jax import config_lib
+  from seedvr2_jax.data import pipeline, precompute
+  cfg = (config_lib.load_config(args.config).data if args.config
+         else pipeline.default_config())
+  if args.buckets:
+    cfg.buckets = tuple(_bucket(b) for b in args.buckets.split(","))
+  precompute.run(args.data, args.out, checkpoint=args.checkpoint, shards=args.shards,
+                 config=cfg, seed=args.seed, dtype=args.dtype, encode_chunk=args.encode_chunk,
+                 overwrite=args.overwrite)
+  return 0
+
+
+def _train(args) -> int:
+  import jax
+
+  from seedvr2_jax import config_lib
+  from seedvr2_jax.train import data, loop
+  if args.distributed:
+    jax.distributed.initialize()  # cluster (SLURM, TPU pod, ...) detected from the environment
+  config = config_lib.apply_overrides(config_lib.load_config(args.config), args.overrides)
+  loop.train(config, args.workdir, data.from_config)
   return 0
 
 
@@ -134,11 +182,60 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--overwrite", action="store_true", help="replace an existing output")
   p.add_argument("--dry-run", action="store_true", help="print the plan, restore nothing")
   p.set_defaults(run=_restore)
+
+  p = sub.add_parser("degrade", help="synthesise a training LQ version of a video or image")
+  p.add_argument("input", help="video file or image")
+  p.add_argument("output", help=".mp4/.mkv/.mov for a video input, an image file for an image")
+  p.add_argument("--config", default="realesrgan",
+                 help="degradation preset: realesrgan (default), light or heavy")
+  p.add_argument("--seed", type=int, default=0, help="same seed, same output")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+  p.set_defaults(run=_degrade)
+
+  p = sub.add_parser("build-dataset", help="build a tfds dataset (array_record) from a folder")
+  p.add_argument("name", help="spmcs, udm10, reds30, youhq40[/given], videolq, seedvr2_samples"
+                              "[/small]")
+  p.add_argument("--data-dir", required=True, help="tfds data_dir to write into")
+  p.add_argument("--manual-dir", help="the dataset's local folder (not needed for the samples)")
+  p.add_argument("--overwrite", action="store_true", help="rebuild an existing dataset")
+  p.set_defaults(run=_build_dataset)
+
+  p = sub.add_parser("precompute-latents",
+                     help="VAE posteriors of a dataset's HQ/LQ clips for training on latents")
+  p.add_argument("data", help="sources: DIR or tfds:NAME[:SPLIT], optionally *WEIGHT, "
+                              "comma-separated")
+  p.add_argument("out", help="directory to create (read it with --config.data.latents=OUT)")
+  p.add_argument("--checkpoint", help="directory made by `seedvr2-jax convert` (its VAE and "
+                                      "text embeddings; default: a tiny random VAE)")
+  p.add_argument("--config", help="training config whose `data` fields (buckets, degradation, "
+                                  "scale, ...) to use; default: the pipeline's defaults")
+  p.add_argument("--buckets", help="FxHxW[,FxHxW...] (frames x height x width) instead of the "
+                                   "config's")
+  p.add_argument("--shards", type=int, default=1, help="array_record files to spread over")
+  p.add_argument("--seed", type=int, default=0, help="crops and degradations")
+  p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                 help="stored moments")
+  p.add_argument("--encode-chunk", type=int, default=4, help="VAE encode chunk (frames, 4k)")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+  p.set_defaults(run=_precompute)
+
+  p = sub.add_parser("train", help="train or distill (resumes from WORKDIR's checkpoints)",
+                     epilog="Override config fields with --config.FIELD=VALUE, e.g. "
+                            "--config.total_steps=100 --config.optim.lr=1e-5")
+  p.add_argument("--config", required=True, help="config file, e.g. configs/tiny.py[:distill]")
+  p.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, TensorBoard")
+  p.add_argument("--distributed", action="store_true",
+                 help="multi-process run: call jax.distributed.initialize() first")
+  p.set_defaults(run=_train, overrides=[])
   return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args, extra = parser.parse_known_args(argv)
+  if extra and args.command != "train":
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+  args.overrides = extra
   try:
     return args.run(args)
   except SeedVR2Error as e:

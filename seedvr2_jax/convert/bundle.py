@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +25,7 @@ from seedvr2_jax.convert.state_dict import open_state_dict
 from seedvr2_jax.errors import CheckpointError, InputError
 from seedvr2_jax.models.dit import config as dit_config
 from seedvr2_jax.models.vae import config as vae_config
+from seedvr2_jax.utils import atomic
 
 FORMAT = "seedvr2-jax"
 VERSION = 1
@@ -119,8 +119,10 @@ def save(bundle: Bundle, out_dir: str, *, overwrite: bool = False) -> None:
         text=ocp.args.StandardSave({"pos": bundle.pos_emb, "neg": bundle.neg_emb})))
 
 
-def load(ckpt_dir: str, *, param_dtype: str | None = None, **numerics) -> Bundle:
-  """An Orbax checkpoint directory -> Bundle (parameters cast to `param_dtype` if given)."""
+def load(ckpt_dir: str, *, param_dtype: str | None = None, dit: bool = True,
+         **numerics) -> Bundle:
+  """An Orbax checkpoint directory -> Bundle (parameters cast to `param_dtype` if given;
+  `dit=False` skips reading the DiT: `dit_state` is None)."""
   ckpt_dir = os.path.abspath(ckpt_dir)
   if not os.path.isdir(os.path.join(ckpt_dir, "config")):
     raise CheckpointError(f"{ckpt_dir}: not a seedvr2-jax checkpoint (no config item; make one "
@@ -134,18 +136,20 @@ def load(ckpt_dir: str, *, param_dtype: str | None = None, **numerics) -> Bundle
     dit_cfg = dit_config.NaDiTConfig(**config["dit"], param_dtype=dtype, **numerics)
     vae_cfg = vae_config.VAEConfig(**config["vae"], param_dtype=dtype,
                                    dtype=numerics.get("dtype", "float32"))
-    dit_graph, dit_abstract = dit_convert.abstract_model(dit_cfg)
-    vae_graph, vae_abstract = vae_convert.abstract_model(vae_cfg)
+    _, vae_abstract = vae_convert.abstract_model(vae_cfg)
     target = lambda state: jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(state))
+    items = {"vae": ocp.args.StandardRestore(target(vae_abstract)),
+             "text": ocp.args.StandardRestore()}
+    dit_abstract = dit_convert.abstract_model(dit_cfg)[1] if dit else None
+    if dit:
+      items["dit"] = ocp.args.StandardRestore(target(dit_abstract))
     try:
-      restored = checkpointer.restore(ckpt_dir, args=ocp.args.Composite(
-          dit=ocp.args.StandardRestore(target(dit_abstract)),
-          vae=ocp.args.StandardRestore(target(vae_abstract)),
-          text=ocp.args.StandardRestore()))
+      restored = checkpointer.restore(ckpt_dir, args=ocp.args.Composite(**items))
     except (ValueError, KeyError) as e:
       raise CheckpointError(f"{ckpt_dir}: does not match its config ({e})") from None
-  nnx.replace_by_pure_dict(dit_abstract, restored["dit"])
+  if dit:
+    nnx.replace_by_pure_dict(dit_abstract, restored["dit"])
   nnx.replace_by_pure_dict(vae_abstract, restored["vae"])
   text = {k: jnp.asarray(v, jnp.dtype(dtype)) for k, v in restored["text"].items()}
   return Bundle(dit_cfg, vae_cfg, dit_abstract, vae_abstract, text["pos"], text["neg"])
@@ -156,9 +160,7 @@ def export(ckpt_dir: str, out_dir: str, *, overwrite: bool = False, log=print) -
   out_dir = os.path.abspath(out_dir)
   _check_target(out_dir, overwrite)
   bundle = load(ckpt_dir)
-  tmp = f"{out_dir}.partial-{os.getpid()}"
-  os.makedirs(tmp)
-  try:
+  with atomic.atomic_dir(out_dir) as tmp:
     files = {f"seedvr2_ema_{bundle.dit_cfg.variant}.safetensors":
              dit_convert.export_state(bundle.dit_state, bundle.dit_cfg),
              "ema_vae.safetensors": nnx_map.export_state(bundle.vae_state),
@@ -167,10 +169,4 @@ def export(ckpt_dir: str, out_dir: str, *, overwrite: bool = False, log=print) -
     for name, tensors in files.items():
       save_file(tensors, os.path.join(tmp, name), metadata={"format": "pt"})
       log(f"{name}: {len(tensors)} tensors")
-    if os.path.exists(out_dir):
-      shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-  finally:
-    if os.path.exists(tmp):
-      shutil.rmtree(tmp)
   return sorted(files)

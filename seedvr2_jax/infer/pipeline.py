@@ -15,12 +15,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from seedvr2_jax.diffusion import condition, schedule
 from seedvr2_jax.infer import colorfix, preprocess
 from seedvr2_jax.models.dit.nadit import NaDiT
 from seedvr2_jax.models.vae import codec
 from seedvr2_jax.models.vae.autoencoder import VideoAutoencoder
-
-ONE_STEP_TIMESTEP = 1000.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,10 +44,9 @@ def encode_lq(vae: VideoAutoencoder, lq_bthwc, eps, opts: RestoreOptions):
 
 def predict_x0(dit: NaDiT, noise, lq_latent, txt_blc, txt_len_b=None):
   """One Euler step from t = T of the v-prediction lerp schedule: x0 = noise - v."""
-  condition = jnp.concatenate([lq_latent, jnp.ones_like(lq_latent[..., :1])], axis=-1)
-  vid = jnp.concatenate([noise, condition], axis=-1)
-  timestep = jnp.full((noise.shape[0],), ONE_STEP_TIMESTEP, jnp.float32)
-  return noise - dit(vid, txt_blc, timestep, txt_len_b)
+  vid = condition.model_input(noise, condition.sr_condition(lq_latent))
+  timestep = jnp.full((noise.shape[0],), schedule.T, jnp.float32)
+  return schedule.x0_from_v(noise, dit(vid, txt_blc, timestep, txt_len_b), timestep)
 
 
 def decode_x0(vae: VideoAutoencoder, x0, opts: RestoreOptions):

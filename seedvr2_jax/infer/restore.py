@@ -28,7 +28,7 @@ from seedvr2_jax.models.dit import config as dit_config
 from seedvr2_jax.models.dit.flops import token_grid
 from seedvr2_jax.models.dit.nadit import NaDiT
 from seedvr2_jax.models.vae import config as vae_config
-from seedvr2_jax.models.vae.autoencoder import VideoAutoencoder
+from seedvr2_jax.models.vae import autoencoder
 from seedvr2_jax.ops import window_plan
 from seedvr2_jax.utils import background
 
@@ -80,7 +80,7 @@ def output_kind(path: str) -> str:
 def tiny_models(seed: int = 0):
   """A tiny randomly initialised DiT + VAE + text embedding (for demos and tests)."""
   dit = NaDiT(dit_config.official("3b", **dit_config.TINY["3b"]), nnx.Rngs(seed))
-  vae = VideoAutoencoder(vae_config.VAEConfig(**vae_config.TINY), nnx.Rngs(seed + 1))
+  vae = autoencoder.random_init(vae_config.VAEConfig(**vae_config.TINY), seed + 1)
   txt = jax.random.normal(jax.random.key(seed + 2), (58, dit.cfg.txt_in_dim))
   return dit, vae, txt
 

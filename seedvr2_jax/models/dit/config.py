@@ -19,6 +19,7 @@ from seedvr2_jax.ops import window_plan
 
 VARIANTS = ("3b", "7b")
 MLP_TYPES = ("swiglu", "normal")
+REMAT_POLICIES = ("none", "full", "dots")
 _RMS_NORMS = ("fusedrms", "rms")
 
 
@@ -78,6 +79,11 @@ class NaDiTConfig:
   dtype: str = "float32"
   attention_backend: str = "auto"
   round_qkv_bf16: bool = False
+  # Training: rematerialise each block's activations in the backward pass ("none" | "full" |
+  # "dots": keep matmul outputs, recompute the rest); see `nadit.REMAT_POLICIES`.
+  remat: str = "none"
+  # Training: run repeating block pairs under lax.scan (`nadit.scan_segments`); same values.
+  scan_layers: bool = False
 
   def __post_init__(self):
     if self.variant not in VARIANTS:
@@ -87,6 +93,8 @@ class NaDiTConfig:
     if self.attention_backend not in attention_lib.BACKENDS:
       raise ConfigError(f"unknown attention_backend {self.attention_backend!r}; "
                         f"expected one of {attention_lib.BACKENDS}")
+    if self.remat not in REMAT_POLICIES:
+      raise ConfigError(f"unknown remat policy {self.remat!r}; expected one of {REMAT_POLICIES}")
     if self.rope_type not in (None, *rope_lib.ROPE_KINDS):
       raise ConfigError(f"unknown rope_type {self.rope_type!r}")
     window = _per_layer_windows(self.window, self.num_layers)

@@ -8,7 +8,10 @@ batching quirk that is not reproduced).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import einops
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -16,6 +19,35 @@ from seedvr2_jax.models.dit import layers
 from seedvr2_jax.models.dit.attention import build_context
 from seedvr2_jax.models.dit.block import NaMMSRTransformerBlock
 from seedvr2_jax.models.dit.config import NaDiTConfig
+
+# `cfg.remat` -> jax.checkpoint policy (None: save nothing, recompute the whole block).
+REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def scan_segments(graphdefs: Sequence[nnx.GraphDef]) -> list[tuple[int, int]]:
+  """[start, stop) block ranges covering all blocks in order: each maximal run of two or more
+  repeats of a block pair (same graph definitions, hence same structure and windows) is one
+  range, every other block a range of its own. The 32-block 3B gives [0, 10) (its separate-weight
+  blocks), [10, 30) (shared-weight blocks), [30, 31), [31, 32) (the video-only last block); the
+  36-block 7B gives [0, 36)."""
+  segments, start, n = [], 0, len(graphdefs)
+  while start < n:
+    pairs = 0
+    while (start + 2 * pairs + 1 < n and graphdefs[start + 2 * pairs] == graphdefs[start]
+           and graphdefs[start + 2 * pairs + 1] == graphdefs[start + 1]):
+      pairs += 1
+    stop = start + 2 * pairs if pairs >= 2 else start + 1
+    segments.append((start, stop))
+    start = stop
+  return segments
+
+
+def _cast_linear_params(state: nnx.State, dtype) -> nnx.State:
+  """Linear kernels and biases in `dtype`, the rest unchanged: what nnx.Linear computes with
+  (it casts them to its dtype), so applying the block to the result is bit-identical."""
+  def cast(path, x):
+    return x.astype(dtype) if {getattr(k, "key", None) for k in path} & {"kernel", "bias"} else x
+  return jax.tree_util.tree_map_with_path(cast, state)
 
 
 def patchify(vid_bthwc: jnp.ndarray, patch: tuple[int, int, int]) -> jnp.ndarray:
@@ -81,24 +113,83 @@ class NaDiT(nnx.Module):
       (B, T, H, W, vid_out_channels) float32.
     """
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
-    batch, frames = vid_bthwc.shape[:2]
+    x_vid, x_txt, emb_bd23, ctx, grid = self._embed(vid_bthwc, txt_blc, timestep_b, txt_len_b)
+    x_vid, x_txt = self._blocks(x_vid, x_txt, emb_bd23, ctx)
+    if cfg.vid_out_norm:
+      # The output head reuses the attention slot of the time embedding (official cache quirk).
+      x_vid = self.vid_out_ada.modulate(self.vid_out_norm(x_vid), emb_bd23[:, :, 0], "out")
+    out = self.vid_out.proj(x_vid.astype(dtype)).astype(jnp.float32)
+    return unpatchify(out.reshape(x_vid.shape[0], *grid, -1), cfg.patch_size,
+                      vid_bthwc.shape[1])
+
+  def hidden_states(self, vid_bthwc: jnp.ndarray, txt_blc: jnp.ndarray, timestep_b: jnp.ndarray,
+                    layers: Sequence[int], txt_len_b: jnp.ndarray | None = None
+                    ) -> tuple[list[jnp.ndarray], list[jnp.ndarray], tuple[int, int, int]]:
+    """Video and text token states (B, N, D) and (B, L, D), float32, after blocks `layers`
+    (0-based); runs only the blocks up to max(layers). Also returns the token grid (T', H', W').
+    Arguments as in `__call__` (the discriminator trunk)."""
+    x_vid, x_txt, emb_bd23, ctx, grid = self._embed(vid_bthwc, txt_blc, timestep_b, txt_len_b)
+    vids, txts = [], []
+    for i, block in enumerate(self.blocks[:max(layers) + 1]):
+      x_vid, x_txt = self._block(block, x_vid, x_txt, emb_bd23, ctx)
+      if i in layers:
+        vids.append(x_vid)
+        txts.append(x_txt)
+    return vids, txts, grid
+
+  def _embed(self, vid_bthwc, txt_blc, timestep_b, txt_len_b):
+    cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+    batch = vid_bthwc.shape[0]
     txt_len = txt_blc.shape[1]
     if txt_len_b is None:
       txt_len_b = jnp.full((batch,), txt_len, jnp.int32)
-
     tokens = patchify(vid_bthwc.astype(dtype), cfg.patch_size)
     grid = tokens.shape[1:4]
     x_vid = self.vid_in.proj(tokens.reshape(batch, -1, tokens.shape[-1])).astype(jnp.float32)
     x_txt = txt_blc.astype(dtype)
     x_txt = (self.txt_in(x_txt) if self.txt_in is not None else x_txt).astype(jnp.float32)
     emb_bd23 = self.emb_in(timestep_b).reshape(batch, cfg.vid_dim, 2, 3)
+    return x_vid, x_txt, emb_bd23, build_context(cfg, grid, txt_len, txt_len_b), grid
 
-    ctx = build_context(cfg, grid, txt_len, txt_len_b)
-    for block in self.blocks:
-      x_vid, x_txt = block(x_vid, x_txt, emb_bd23, ctx)
+  def _blocks(self, x_vid, x_txt, emb_bd23, ctx):
+    """All blocks in order. With `cfg.scan_layers` each range of `scan_segments` that repeats a
+    block pair is one `lax.scan` over the pairs' stacked states: XLA compiles one pair, and
+    under FSDP gathers one pair's weights at a time instead of holding many. Linear weights are
+    stacked in `cfg.dtype` (half the copy in bf16; bit-identical, see `_cast_linear_params`)."""
+    if not self.cfg.scan_layers:
+      for block in self.blocks:
+        x_vid, x_txt = self._block(block, x_vid, x_txt, emb_bd23, ctx)
+      return x_vid, x_txt
+    splits = [nnx.split(block) for block in self.blocks]
+    dtype = jnp.dtype(self.cfg.dtype)
+    for start, stop in scan_segments([graphdef for graphdef, _ in splits]):
+      if stop - start == 1:
+        x_vid, x_txt = self._apply(*splits[start], x_vid, x_txt, emb_bd23, ctx)
+        continue
+      pair_graphdefs = (splits[start][0], splits[start + 1][0])
+      stacked = tuple(
+          jax.tree.map(lambda *xs: jnp.stack(xs),
+                       *[_cast_linear_params(splits[i][1], dtype)
+                         for i in range(start + k, stop, 2)]) for k in (0, 1))
 
-    if cfg.vid_out_norm:
-      # The output head reuses the attention slot of the time embedding (official cache quirk).
-      x_vid = self.vid_out_ada.modulate(self.vid_out_norm(x_vid), emb_bd23[:, :, 0], "out")
-    out = self.vid_out.proj(x_vid.astype(dtype)).astype(jnp.float32)
-    return unpatchify(out.reshape(batch, *grid, -1), cfg.patch_size, frames)
+      def pair(carry, states, graphdefs=pair_graphdefs):
+        for graphdef, state in zip(graphdefs, states):
+          carry = self._apply(graphdef, state, *carry, emb_bd23, ctx)
+        return carry, None
+
+      (x_vid, x_txt), _ = jax.lax.scan(pair, (x_vid, x_txt), stacked)
+    return x_vid, x_txt
+
+  def _block(self, block, x_vid, x_txt, emb_bd23, ctx):
+    return self._apply(*nnx.split(block), x_vid, x_txt, emb_bd23, ctx)
+
+  def _apply(self, graphdef, state, x_vid, x_txt, emb_bd23, ctx):
+    """One block given as graph definition and state, rematerialised in the backward pass as
+    `cfg.remat` says. jax.checkpoint over the state (not nnx.remat over the module) also works
+    when the model is merged outside a transform it then runs in (a frozen teacher or
+    discriminator inside another model's gradient)."""
+    run = lambda s, *args: nnx.merge(graphdef, s)(*args, ctx)
+    if self.cfg.remat == "none":
+      return run(state, x_vid, x_txt, emb_bd23)
+    policy = REMAT_POLICIES[self.cfg.remat]
+    return jax.checkpoint(run, policy=policy)(state, x_vid, x_txt, emb_bd23)

@@ -117,3 +117,10 @@ class VideoAutoencoder(nnx.Module):
     if self.post_quant_conv is not None:
       z = self.post_quant_conv(z, state)
     return self.decoder(z, state)
+
+
+def random_init(cfg: VAEConfig, seed: int) -> VideoAutoencoder:
+  """A randomly initialised VAE. Draws with the "unsafe_rbg" generator: its ~250 per-shape
+  initialiser programs compile about 7x faster on CPU than threefry's (the values depend on
+  the backend, which does not matter for random weights)."""
+  return VideoAutoencoder(cfg, nnx.Rngs(jax.random.key(seed, impl="unsafe_rbg")))

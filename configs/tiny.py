@@ -1,0 +1,44 @@
+"""A tiny SeedVR2 (4-block DiT of the 3B code path, tiny causal VAE) trained on the real sample
+clips in tests/fixtures/media; about a minute on a 2-core CPU.
+
+  seedvr2-jax train --config configs/tiny.py --workdir /tmp/tiny            # diffusion
+  seedvr2-jax train --config configs/tiny.py:distill --workdir /tmp/tiny_d  # 2 rounds 4 -> 1
+  seedvr2-jax train --config configs/tiny.py:apt --workdir /tmp/tiny_a      # adversarial (APT)
+  seedvr2-jax train --config configs/tiny.py --workdir W --config.total_steps=100
+
+Run again with the same workdir to resume from its newest checkpoint.
+"""
+
+import os
+
+import ml_collections
+
+from seedvr2_jax.models.dit.config import TINY as TINY_DIT
+from seedvr2_jax.models.vae.config import TINY as TINY_VAE
+from seedvr2_jax.train.config import base_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = base_config()
+  c.model.update(dict(TINY_DIT["3b"], dtype="float32", remat="none"))
+  c.vae.update(dict(TINY_VAE, dtype="float32"))
+  c.optim.update(lr=1e-3, warmup_steps=5)
+  c.ema_decay = 0.99
+  c.total_steps = 40
+  c.log_every = 5
+  c.checkpoint_every = 20
+  c.batch_size = 2
+  c.data.update(sources=os.path.join(ROOT, "tests", "fixtures", "media"),
+                buckets=((5, 64, 64),), degradation="light")
+  if arg == "distill":
+    c.objective = "distill"
+    c.distill.update(teacher_steps=4, rounds=2, steps_per_round=20, first_round_guidance=2.0)
+  elif arg == "apt":
+    c.objective = "apt"
+    c.apt.d_remat = "none"
+    c.d_optim.update(lr=1e-4, warmup_steps=5)
+  elif arg:
+    raise ValueError(f"unknown tiny config variant {arg!r} (expected '', 'distill' or 'apt')")
+  return c

@@ -1,0 +1,166 @@
+"""Adversarial post-training (APT; SeedVR2 stage 2): a one-step generator G (the distilled DiT)
+against a discriminator D (a DiT trunk with query heads, models/discriminator.py).
+
+One jitted step makes both updates (fused), each on its own optimizer:
+  G step: x0 = G(noise at t = T, LQ condition); D scores x0 and the HQ latent, both noised to a
+    timestep of APT's shifted ensemble with shared noise; D is frozen (its parameters are
+    constants of G's loss)
+      L_G = w_gan RpGAN_G + w_l1 |x0 - hq| + w_fm sum_l |f_l(x0) - sg(f_l(hq))| / layers
+  D step: on the same pre-update sample sg(x0), real and fake and their sigma-perturbed copies
+    in one call of 4B samples
+      L_D = w_gan RpGAN_D + w_r1 approx_R1 + w_r2 approx_R2
+Images (one latent frame) use sigma / timestep shift of images, clips those of videos
+(losses/adversarial.py); the clip length is static, so the choice is made at trace time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from seedvr2_jax.diffusion import condition
+from seedvr2_jax.infer.pipeline import predict_x0
+from seedvr2_jax.losses import adversarial as adv
+from seedvr2_jax.train import state as state_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class APTConfig:
+  """Loss weights, perturbation sigmas and discriminator timestep shifts (paper defaults)."""
+
+  gan: float = adv.GAN_WEIGHT
+  r1: float = adv.R1_WEIGHT
+  r2: float = adv.R2_WEIGHT
+  l1: float = adv.L1_WEIGHT
+  feature_matching: float = adv.FEATURE_MATCHING_WEIGHT
+  sigma_image: float = adv.SIGMA_IMAGE
+  sigma_video: float = adv.SIGMA_VIDEO
+  shift_image: float = adv.TIMESTEP_SHIFT_IMAGE
+  shift_video: float = adv.TIMESTEP_SHIFT_VIDEO
+
+
+@flax.struct.dataclass
+class APTState:
+  step: jax.Array  # int32 scalar
+  params: object  # G's nnx.Param leaves (float32)
+  opt_state: object  # G's optimizer
+  ema: object  # EMA of G's parameters, or None
+  d_params: object  # D's nnx.Param leaves (float32)
+  d_opt_state: object  # D's optimizer
+  key: jax.Array  # uint32 raw key data
+
+
+def create(params, d_params, tx, d_tx, seed: int, *, ema: bool) -> APTState:
+  return APTState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                  ema=jax.tree.map(jnp.copy, params) if ema else None, d_params=d_params,
+                  d_opt_state=d_tx.init(d_params),
+                  key=jax.random.key_data(jax.random.key(seed)))
+
+
+def shardings(abstract: APTState, params_sharding, d_params_sharding, tx, d_tx,
+              mesh) -> APTState:
+  """G-shaped trees follow `params_sharding`, D-shaped ones `d_params_sharding`."""
+  rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return APTState(
+      step=rep, params=params_sharding,
+      opt_state=state_lib.optimizer_shardings(tx, abstract.opt_state, params_sharding, rep),
+      ema=None if abstract.ema is None else params_sharding, d_params=d_params_sharding,
+      d_opt_state=state_lib.optimizer_shardings(d_tx, abstract.d_opt_state, d_params_sharding,
+                                                rep),
+      key=rep)
+
+
+def _sigma_and_shift(cfg: APTConfig, latent_frames: int) -> tuple[float, float]:
+  if latent_frames == 1:
+    return cfg.sigma_image, cfg.shift_image
+  return cfg.sigma_video, cfg.shift_video
+
+
+def generator_loss(generator, discriminator, batch: dict, noise, t_b, d_noise, cfg: APTConfig):
+  """(L_G, (metrics, x0)); `discriminator` is a constant here (frozen during the G step)."""
+  hq, lq = batch["hq"].astype(jnp.float32), batch["lq"].astype(jnp.float32)
+  txt, txt_len = batch["txt_pos"], batch["txt_pos_len"]
+  x0 = predict_x0(generator, noise, lq, txt, txt_len)
+  cond = condition.sr_condition(lq)
+  score = lambda x, c, tx, t, n, tl: discriminator(adv.noise_to_timestep(x, n, t), c, tx, t, tl)
+  (fake_logits, fake_feats), (real_logits, real_feats) = adv.batched_call(
+      score, (x0, hq), cond, txt, t_b, d_noise, txt_len)
+  gan = adv.rpgan_g_loss(real_logits, fake_logits)
+  l1 = adv.l1_loss(x0, hq)
+  fm = adv.feature_matching_loss(fake_feats, real_feats)
+  loss = cfg.gan * gan + cfg.l1 * l1 + cfg.feature_matching * fm
+  metrics = {"g/gan": gan, "g/l1": l1, "g/feature_matching": fm,
+             "d/real_logit_g_step": jnp.mean(real_logits),
+             "d/fake_logit_g_step": jnp.mean(fake_logits)}
+  return loss, (metrics, x0)
+
+
+def discriminator_loss(discriminator, batch: dict, fake_x0, t_b, d_noise, key,
+                       cfg: APTConfig):
+  """(L_D, metrics) on the HQ latent and the (constant) generated sample."""
+  hq, lq = batch["hq"].astype(jnp.float32), batch["lq"].astype(jnp.float32)
+  sigma, _ = _sigma_and_shift(cfg, hq.shape[1])
+  d_fn = lambda x, c, tx, t, n, tl: discriminator(adv.noise_to_timestep(x, n, t), c, tx, t,
+                                                  tl)[0]
+  logits = adv.discriminator_step_logits(
+      d_fn, hq, jax.lax.stop_gradient(fake_x0), sigma, key, condition.sr_condition(lq),
+      batch["txt_pos"], t_b, d_noise, batch["txt_pos_len"])
+  gan = adv.rpgan_d_loss(logits.real, logits.fake)
+  r1 = adv.approx_penalty(logits.real, logits.real_perturbed)
+  r2 = adv.approx_penalty(logits.fake, logits.fake_perturbed)
+  loss = cfg.gan * gan + cfg.r1 * r1 + cfg.r2 * r2
+  return loss, {"d/gan": gan, "d/r1": r1, "d/r2": r2, "d/real_logit": jnp.mean(logits.real),
+                "d/fake_logit": jnp.mean(logits.fake)}
+
+
+def make_step(graphdef, rest, d_graphdef, d_rest, tx, d_tx, prepare, cfg: APTConfig, *,
+              ema_decay: float, learning_rate=None):
+  """step(state, batch, frozen) -> (state, metrics): the G update, then the D update. A step
+  with any non-finite loss or gradient norm leaves the state unchanged."""
+
+  def step(state: APTState, batch: dict, frozen: dict):
+    key = jax.random.wrap_key_data(state.key)
+    key, prep_key, noise_key, t_key, d_noise_key, perturb_key = jax.random.split(key, 6)
+    latents = prepare(frozen, batch, prep_key)
+    shape = latents["hq"].shape
+    _, shift = _sigma_and_shift(cfg, shape[1])
+    noise = jax.random.normal(noise_key, shape, jnp.float32)
+    t_b = adv.sample_discriminator_timesteps(t_key, shape[0], shift)
+    d_noise = jax.random.normal(d_noise_key, shape, jnp.float32)
+
+    frozen_d = nnx.merge(d_graphdef, state.d_params, d_rest)
+    g_loss_of = lambda p: generator_loss(nnx.merge(graphdef, p, rest), frozen_d, latents, noise,
+                                         t_b, d_noise, cfg)
+    (g_loss, (g_metrics, x0)), g_grads = jax.value_and_grad(g_loss_of, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(g_grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema
+    if ema is not None:
+      ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+
+    d_loss_of = lambda p: discriminator_loss(nnx.merge(d_graphdef, p, d_rest), latents, x0, t_b,
+                                             d_noise, perturb_key, cfg)
+    (d_loss, d_metrics), d_grads = jax.value_and_grad(d_loss_of, has_aux=True)(state.d_params)
+    d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
+    d_params = optax.apply_updates(state.d_params, d_updates)
+
+    g_norm, d_norm = optax.tree.norm(g_grads), optax.tree.norm(d_grads)
+    finite = (jnp.isfinite(g_loss) & jnp.isfinite(d_loss) & jnp.isfinite(g_norm)
+              & jnp.isfinite(d_norm))
+    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema=ema,
+                        d_params=d_params, d_opt_state=d_opt_state,
+                        key=jax.random.key_data(key))
+    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+    metrics = {**g_metrics, **d_metrics, "loss": g_loss, "d/loss": d_loss, "grad_norm": g_norm,
+               "d/grad_norm": d_norm, "finite": finite}
+    if learning_rate is not None:
+      metrics["learning_rate"] = learning_rate(state.step)
+    return new, metrics
+
+  return step

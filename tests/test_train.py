@@ -1,0 +1,367 @@
+"""Training: mesh and sharding rules, exact resume, distillation, non-finite stops, sharded
+steps on 8 CPU devices, the `train` command on real frames."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import PartitionSpec
+
+from seedvr2_jax import config_lib
+from seedvr2_jax.diffusion import schedule
+from seedvr2_jax.errors import ConfigError
+from seedvr2_jax.losses import distillation
+from seedvr2_jax.parallel import mesh as mesh_lib
+from seedvr2_jax.parallel import sharding
+from seedvr2_jax.train import data, loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "configs", "tiny.py")
+LATENT_THW = (2, 8, 8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def compilation_cache(tmp_path_factory):
+  """Runs of one config reuse their compiled step (as `train` does across restarts)."""
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  yield
+  jax.config.update("jax_compilation_cache_dir", None)
+
+
+def tiny(arg: str = "", **overrides):
+  config = config_lib.load_config(TINY + (f":{arg}" if arg else ""))
+  config.update({"log_every": 2, "checkpoint_every": 4, **overrides})
+  return config
+
+
+def tiny_apt(**overrides):
+  """configs/tiny.py:apt with a 2-block DiT (as tests/sharded_train_check.py): APT compiles G and
+  D, and halving the blocks halves that time."""
+  config = tiny("apt", **overrides)
+  config.model.update(num_layers=2, mm_layers=1)
+  return config
+
+
+def synthetic(batch=2, seed=0, poison_at=None):
+  def make(run):
+    if poison_at is None:
+      return data.SyntheticMoments(run.mesh, batch, LATENT_THW, seed=seed)
+    return _Poisoned(run.mesh, batch, LATENT_THW, seed=seed, at=poison_at)
+  return make
+
+
+class _Poisoned(data.SyntheticMoments):
+  """Batch `at` (0-based) is NaN."""
+
+  def __init__(self, *args, at: int, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.at = at
+
+  def __next__(self):
+    index = self.index
+    batch = super().__next__()
+    return jax.tree.map(lambda x: x * np.nan, batch) if index == self.at else batch
+
+
+def params_of(run):
+  return jax.tree.map(np.asarray, nnx.to_pure_dict(run.state.params))
+
+
+def test_mesh_sizes_and_errors():
+  assert mesh_lib.axis_sizes({"data": -1, "fsdp": 2}, 8) == (4, 2, 1, 1)
+  assert mesh_lib.axis_sizes({"tensor": 2}, 2) == (1, 1, 1, 2)
+  for sizes, message in (({"data": -1, "fsdp": -1}, "at most one -1"),
+                         ({"data": 3}, "needs 3 devices"), ({"batch": 2}, "unknown mesh axis"),
+                         ({"data": -1, "fsdp": 3}, "do not divide")):
+    with pytest.raises(ConfigError, match=message):
+      mesh_lib.axis_sizes(sizes, 8)
+
+
+def test_sharding_rules_replicate_what_they_cannot_split():
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1, 1), mesh_lib.AXES)
+  rules = dict(sharding.DEFAULT_RULES)
+  # A size-1 axis never shards.
+  assert sharding.mesh_spec(PartitionSpec("embed", "mlp"), (64, 128), rules, mesh) == \
+      PartitionSpec(None, None)
+  fake = type("FakeMesh", (), {"shape": {"data": 2, "fsdp": 4, "sequence": 1, "tensor": 2}})()
+  assert sharding.mesh_spec(PartitionSpec("embed", "mlp"), (64, 128), rules, fake) == \
+      PartitionSpec("fsdp", "tensor")
+  assert sharding.mesh_spec(PartitionSpec("embed", "heads"), (6, 128), rules, fake) == \
+      PartitionSpec(None, "tensor")  # 6 is not divisible by fsdp=4
+  assert sharding.mesh_spec(PartitionSpec("embed", "embed"), (64, 64), rules, fake) == \
+      PartitionSpec("fsdp", None)  # a mesh axis shards one dimension at most
+  with pytest.raises(ConfigError, match="unknown mesh axes"):
+    sharding.state_shardings({}, mesh, (("embed", "model"),))
+
+
+def test_schedule_identities():
+  key = jax.random.key(0)
+  x0, noise = jax.random.normal(key, (2, 3, 4)), jax.random.normal(jax.random.key(1), (2, 3, 4))
+  t = np.array([250.0, 900.0], np.float32)
+  x_t = schedule.add_noise(x0, noise, t)
+  v = schedule.velocity(x0, noise)
+  np.testing.assert_allclose(schedule.x0_from_v(x_t, v, t), x0, atol=1e-6)
+  # An Euler step along the exact velocity moves along the straight path.
+  np.testing.assert_allclose(schedule.euler_step(x_t, v, t, t / 2),
+                             schedule.add_noise(x0, noise, t / 2), atol=1e-6)
+  np.testing.assert_allclose(schedule.trailing_timesteps(4), [1000, 750, 500, 250, 0])
+  assert schedule.resolution_shift(37, 256, 256) == pytest.approx(1.0)
+  assert schedule.resolution_shift(145, 720, 1280) == pytest.approx(5.0)
+  assert schedule.resolution_shift(1, 1024, 1024) == pytest.approx(3.2)
+  shifted = schedule.trailing_timesteps(4, 3.0)
+  assert np.all(np.diff(shifted) < 0) and np.all(shifted[1:-1] > [750, 500, 250])
+
+
+def test_resume_continues_exactly(tmp_path):
+  straight = loop.train(tiny(total_steps=8), str(tmp_path / "a"), synthetic())
+  loop.train(tiny(total_steps=4), str(tmp_path / "b"), synthetic())
+  resumed = loop.train(tiny(total_steps=8), str(tmp_path / "b"), synthetic())
+  assert int(resumed.state.step) == 8
+  jax.tree.map(np.testing.assert_array_equal, params_of(resumed), params_of(straight))
+  logged = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
+  assert [r["step"] for r in logged] == [2, 4, 6, 8] and all("loss" in r for r in logged)
+  assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["4", "8"]
+
+
+def test_non_finite_loss_stops_with_the_last_good_state(tmp_path):
+  with pytest.raises(loop.NonFiniteLoss, match="non-finite loss or gradient at step 3"):
+    loop.train(tiny(total_steps=8), str(tmp_path), synthetic(poison_at=2))
+  good = loop.train(tiny(total_steps=2), str(tmp_path / "clean"), synthetic())
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+  # Resuming from the saved state restores the parameters of the last good step.
+  resumed = loop.build(tiny())
+  from seedvr2_jax.train import checkpoint
+  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=1, every=1)
+  state, _ = ckpt.restore(2, checkpoint.abstract_with_shardings(resumed.state,
+                                                                resumed.state_sharding))
+  ckpt.close()
+  jax.tree.map(np.testing.assert_array_equal,
+               jax.tree.map(np.asarray, nnx.to_pure_dict(state.params)), params_of(good))
+
+
+def _distill_gap(run, params, batch, key, student_steps):
+  """The distillation loss (student one step vs teacher two steps) on a fixed batch."""
+  prepare = loop.latents.make_prepare(run.vae_graphdef)
+  latent_batch = prepare(run.frozen, batch, jax.random.key(7))
+  student = nnx.merge(run.graphdef, params, run.rest)
+  teacher = nnx.merge(run.graphdef, run.state.teacher, run.rest)
+  cfg = distillation.DistillConfig(student_steps, 1.0, False)
+  return float(distillation.distillation_loss(student, teacher, latent_batch, key, cfg)[0])
+
+
+def test_distillation_round_moves_the_student_to_the_teacher(tmp_path):
+  config = tiny("distill", total_steps=30, log_every=10, checkpoint_every=30)
+  config.distill.update(teacher_steps=4, rounds=1, steps_per_round=30, first_round_guidance=1.0)
+  config.diffusion.resolution_shift = False
+  start = loop.build(config)
+  held_out = next(data.SyntheticMoments(start.mesh, 4, LATENT_THW, seed=99))
+  key = jax.random.key(3)
+  before = _distill_gap(start, start.state.params, held_out, key, 2)
+  end = loop.train(config, str(tmp_path), synthetic())
+  after = _distill_gap(end, end.state.params, held_out, key, 2)
+  jax.tree.map(np.testing.assert_array_equal,  # the teacher stays frozen within a round
+               jax.tree.map(np.asarray, nnx.to_pure_dict(end.state.teacher)),
+               jax.tree.map(np.asarray, nnx.to_pure_dict(start.state.teacher)))
+  assert after < 0.7 * before, (before, after)
+
+
+def test_distillation_rounds_halve_the_student_steps():
+  config = tiny("distill")
+  config.distill.update(teacher_steps=64, rounds=6, steps_per_round=10, first_round_guidance=7.5)
+  assert [loop.distill_round(config, s) for s in (0, 9, 10, 59, 100)] == [
+      (0, 32, 7.5), (0, 32, 7.5), (1, 16, 1.0), (5, 1, 1.0), (5, 1, 1.0)]
+
+
+def _sharded_report(variant: str, tolerances: dict | None = None) -> dict:
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "sharded_train_check.py"),
+                         variant], env=env, capture_output=True, text=True, check=True)
+  report = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert set(report) == {"data2_fsdp4", "data2_sequence2_tensor2"}
+  for layout, r in report.items():
+    for item, err in r["max_rel_err"].items():
+      assert err <= (tolerances or {}).get(item, 1e-5), (layout, item, r)
+    assert r["grad_norm"] == pytest.approx(r["ref_grad_norm"], rel=1e-5)
+  return report
+
+
+def test_sharded_steps_on_8_devices_equal_one_device():
+  _sharded_report("")
+
+
+def test_sharded_apt_steps_on_8_devices_equal_one_device():
+  # D's gradient holds the approximate R1/R2 terms (weight 1000) whose finite differences
+  # D(x + sigma eps) - D(x) cancel most digits, so float32 summation order shows up ~20x larger
+  # there: 3e-5 measured (1.9e-6 with r1 = r2 = 0); D's parameters after the step stay <= 1e-7.
+  report = _sharded_report("apt", {"d_adam_mu": 1e-4})
+  assert {"d_params", "d_adam_mu"} <= set(report["data2_fsdp4"]["max_rel_err"])
+
+
+def test_remat_policies_keep_values_and_gradients():
+  """Rematerialised blocks change memory, not results, also for a frozen model (teacher,
+  discriminator) merged outside the gradient it runs in."""
+  from seedvr2_jax.models.dit import config as dit_config
+  from seedvr2_jax.models.dit.nadit import NaDiT
+  keys = jax.random.split(jax.random.key(0), 2)
+  vid, txt = jax.random.normal(keys[0], (1, 2, 8, 8, 33)), jax.random.normal(keys[1], (1, 5, 32))
+  t = np.array([500.0], np.float32)
+  results = []
+  for remat in ("none", "full", "dots"):
+    graphdef, state = nnx.split(NaDiT(dit_config.official(
+        "3b", **dit_config.TINY["3b"], remat=remat), nnx.Rngs(0)))
+    loss = lambda s: (nnx.merge(graphdef, s)(vid, txt, t) ** 2).sum()
+    frozen = nnx.merge(graphdef, state)
+    outer = jax.grad(lambda a: a * frozen(vid, txt, t).sum())(1.0)
+    results.append((jax.tree.map(np.asarray, jax.grad(loss)(state)), float(outer)))
+  for grads, outer in results[1:]:
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads,
+                 results[0][0])
+    assert outer == pytest.approx(results[0][1], rel=1e-6)
+
+
+@pytest.mark.parametrize("variant,layers", [("3b", dict(num_layers=8, mm_layers=2)),
+                                             ("7b", dict(num_layers=6))])
+def test_scanned_blocks_equal_the_loop(variant, layers):
+  """scan_layers runs repeating block pairs under lax.scan: same output and gradients."""
+  from seedvr2_jax.models.dit import config as dit_config
+  from seedvr2_jax.models.dit.nadit import NaDiT, scan_segments
+  keys = jax.random.split(jax.random.key(1), 2)
+  vid, txt = jax.random.normal(keys[0], (1, 2, 8, 8, 33)), jax.random.normal(keys[1], (1, 5, 32))
+  t = np.array([500.0], np.float32)
+  cfg = dit_config.official(variant, **{**dit_config.TINY[variant], **layers}, remat="full")
+  graphdef, state = nnx.split(NaDiT(cfg, nnx.Rngs(0)))
+  scanned = nnx.split(nnx.eval_shape(lambda: NaDiT(
+      dataclasses.replace(cfg, scan_layers=True), nnx.Rngs(0))))[0]
+  segments = scan_segments([nnx.split(b)[0] for b in nnx.merge(graphdef, state).blocks])
+  assert segments == ([(0, 1), (1, 2), (2, 6), (6, 7), (7, 8)] if variant == "3b" else [(0, 6)])
+  results = []
+  for gdef in (graphdef, scanned):
+    loss = lambda s, gdef=gdef: (nnx.merge(gdef, s)(vid, txt, t) ** 2).mean()
+    results.append(jax.tree.map(np.asarray, jax.value_and_grad(loss)(state)))
+  assert results[1][0] == pytest.approx(results[0][0], rel=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               results[1][1], results[0][1])
+
+
+def test_official_block_layouts_scan_in_few_segments():
+  from seedvr2_jax.models.dit import config as dit_config
+  from seedvr2_jax.models.dit.nadit import NaDiT, scan_segments
+  for variant, expected in (("3b", [(0, 10), (10, 30), (30, 31), (31, 32)]), ("7b", [(0, 36)])):
+    model = nnx.eval_shape(lambda: NaDiT(dit_config.official(variant), nnx.Rngs(0)))
+    assert scan_segments([nnx.split(b)[0] for b in model.blocks]) == expected, variant
+
+
+def _train_cli(workdir, *overrides):
+  from seedvr2_jax import cli
+  return cli.main(["train", "--config", TINY, "--workdir", str(workdir), *overrides])
+
+
+def test_train_command_learns_on_real_frames_and_resumes(tmp_path, capsys):
+  """configs/tiny.py through the CLI: real sample clips, degraded and encoded on the fly."""
+  workdir = tmp_path / "w"
+  assert _train_cli(workdir, "--config.total_steps=30") == 0
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["20", "30"]
+  assert os.listdir(workdir / "tensorboard")
+  logged = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  assert [r["step"] for r in logged] == [5, 10, 15, 20, 25, 30]
+  losses = [r["loss"] for r in logged]
+  assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
+  assert all(r["data/decode_failures"] == 0 for r in logged)
+  assert _train_cli(workdir, "--config.total_steps=40") == 0
+  assert f"resumed from {workdir} at step 30" in capsys.readouterr().out
+  logged = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  assert [r["step"] for r in logged][-2:] == [35, 40]
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["20", "30", "40"]
+
+
+def test_train_command_rejects_a_workdir_of_other_data(tmp_path, capsys):
+  loop.train(tiny(total_steps=2), str(tmp_path), synthetic())
+  capsys.readouterr()
+  assert _train_cli(tmp_path, "--config.total_steps=4") == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "does not fit this run's data" in err, err
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+
+
+def test_train_command_rejects_unknown_config_keys(tmp_path, capsys):
+  assert _train_cli(tmp_path, "--config.optim.lrr=1") == 2
+  err = capsys.readouterr().err
+  assert "optim.lrr" in err and not os.listdir(tmp_path)
+
+
+def test_train_command_on_precomputed_latents(tmp_path, capsys):
+  from seedvr2_jax import cli
+  media = os.path.join(ROOT, "tests", "fixtures", "media")
+  out = tmp_path / "latents"
+  assert cli.main(["precompute-latents", media, str(out), "--config", TINY,
+                   "--buckets", "5x64x64,9x128x128"]) == 0
+  assert "wrote 2 clips" in capsys.readouterr().out
+  assert cli.main(["precompute-latents", media, str(out), "--config", TINY]) == 2
+  assert "exists" in capsys.readouterr().err
+  workdir = tmp_path / "w"
+  assert _train_cli(workdir, "--config.total_steps=4", f"--config.data.latents={out}",
+                    "--config.log_every=2") == 0
+  logged = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  assert [r["step"] for r in logged] == [2, 4] and all(np.isfinite(r["loss"]) for r in logged)
+
+
+def test_pod_configs_hold_the_paper_recipe():
+  for variant, blocks in (("3b", 32), ("7b", 36)):
+    config = config_lib.load_config(os.path.join(ROOT, "configs", f"train_{variant}.py"))
+    assert (config.optim.lr, config.optim.weight_decay, config.batch_size) == (1e-6, 0.01, 72)
+    assert loop.dit_config_from(config).num_layers == blocks
+    distill = config_lib.load_config(os.path.join(ROOT, "configs", f"train_{variant}.py:distill"))
+    assert distill.objective == "distill"
+    assert [loop.distill_round(distill, s)[1:] for s in (0, 10_000, 59_999)] == [
+        (32, 7.5), (16, 1.0), (1, 1.0)]
+  with pytest.raises(ValueError, match="unknown variant"):
+    config_lib.load_config(os.path.join(ROOT, "configs", "train_3b.py:sharp"))
+
+
+def _apt_params(run):
+  return {"g": params_of(run),
+          "d": jax.tree.map(np.asarray, nnx.to_pure_dict(run.state.d_params))}
+
+
+def test_apt_resume_continues_exactly(tmp_path):
+  straight = loop.train(tiny_apt(total_steps=4), str(tmp_path / "a"), synthetic())
+  loop.train(tiny_apt(total_steps=2, checkpoint_every=2), str(tmp_path / "b"), synthetic())
+  resumed = loop.train(tiny_apt(total_steps=4), str(tmp_path / "b"), synthetic())
+  jax.tree.map(np.testing.assert_array_equal, _apt_params(resumed), _apt_params(straight))
+  logged = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
+  for name in ("loss", "g/gan", "g/l1", "g/feature_matching", "d/gan", "d/r1", "d/r2",
+               "d/real_logit", "d/fake_logit", "d/grad_norm"):
+    assert all(np.isfinite(r[name]) for r in logged), name
+
+
+def test_apt_generator_step_sees_the_frozen_discriminator():
+  """The G update of a step is the same whatever D's own update in that step does (D is a
+  constant of G's loss, feature matching included): D's Adam second moment set huge makes D
+  all but stand still, which must not change G's update."""
+  run = loop.build(tiny_apt(total_steps=4))  # the resume test's config: its compiled step
+  step = loop.make_step_fn(run)
+  batches = data.SyntheticMoments(run.mesh, 2, LATENT_THW)
+  state, _ = step(run.state, next(batches), run.frozen)  # past step 0, where warm-up lr is 0
+  copy = lambda tree: jax.tree.map(jnp.copy, tree)  # the step donates its state
+  chain = copy(state.d_opt_state)
+  adam = chain[1][0]._replace(nu=jax.tree.map(lambda v: v + 1e12, chain[1][0].nu))
+  stalled_d_opt = (chain[0], (adam, *chain[1][1:]), *chain[2:])
+  batch = next(batches)
+  stalled, m_stalled = step(copy(state).replace(d_opt_state=stalled_d_opt), batch, run.frozen)
+  moving, m_moving = step(copy(state), batch, run.frozen)
+  pure = lambda tree: jax.tree.map(np.asarray, nnx.to_pure_dict(tree))
+  jax.tree.map(np.testing.assert_array_equal, pure(moving.params), pure(stalled.params))
+  assert max(float(np.abs(a - b).max()) for a, b in zip(
+      jax.tree.leaves(pure(moving.d_params)), jax.tree.leaves(pure(stalled.d_params)))) > 1e-6
+  assert max(float(np.abs(a - b).max()) for a, b in zip(
+      jax.tree.leaves(pure(moving.params)), jax.tree.leaves(pure(state.params)))) > 1e-6
+  assert float(m_moving["g/feature_matching"]) > 0
+  assert float(m_moving["loss"]) == float(m_stalled["loss"])
