@@ -242,21 +242,35 @@ def test_scanned_blocks_equal_the_loop(variant, layers):
       dataclasses.replace(cfg, scan_layers=True), nnx.Rngs(0))))[0]
   segments = scan_segments([nnx.split(b)[0] for b in nnx.merge(graphdef, state).blocks])
   assert segments == ([(0, 1), (1, 2), (2, 6), (6, 7), (7, 8)] if variant == "3b" else [(0, 6)])
+  taps = (2, 5) if variant == "3b" else (1, 4)  # the discriminator trunk's hidden states
   results = []
   for gdef in (graphdef, scanned):
     loss = lambda s, gdef=gdef: (nnx.merge(gdef, s)(vid, txt, t) ** 2).mean()
-    results.append(jax.tree.map(np.asarray, jax.value_and_grad(loss)(state)))
-  assert results[1][0] == pytest.approx(results[0][0], rel=1e-6)
+    hidden = nnx.merge(gdef, state).hidden_states(vid, txt, t, taps)[:2]
+    results.append(jax.tree.map(np.asarray, (jax.value_and_grad(loss)(state), hidden)))
+  (loss_scan, grads_scan), hidden_scan = results[1]
+  (loss_loop, grads_loop), hidden_loop = results[0]
+  assert loss_scan == pytest.approx(loss_loop, rel=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-               results[1][1], results[0][1])
+               grads_scan, grads_loop)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6),
+               hidden_scan, hidden_loop)
 
 
 def test_official_block_layouts_scan_in_few_segments():
   from seedvr2_jax.models.dit import config as dit_config
   from seedvr2_jax.models.dit.nadit import NaDiT, scan_segments
-  for variant, expected in (("3b", [(0, 10), (10, 30), (30, 31), (31, 32)]), ("7b", [(0, 36)])):
-    model = nnx.eval_shape(lambda: NaDiT(dit_config.official(variant), nnx.Rngs(0)))
-    assert scan_segments([nnx.split(b)[0] for b in model.blocks]) == expected, variant
+  from seedvr2_jax.models.dit.nadit import _cut_after
+  from seedvr2_jax.models.discriminator import default_head_layers
+  for variant, expected, cut in (
+      ("3b", [(0, 10), (10, 30), (30, 31), (31, 32)],
+       [(0, 10), (10, 14), (14, 22), (22, 23), (23, 29), (29, 30), (30, 31), (31, 32)]),
+      ("7b", [(0, 36)], [(0, 16), (16, 26), (26, 36)])):
+    cfg = dit_config.official(variant)
+    model = nnx.eval_shape(lambda: NaDiT(cfg, nnx.Rngs(0)))
+    segments = scan_segments([nnx.split(b)[0] for b in model.blocks])
+    assert segments == expected, variant
+    assert _cut_after(segments, default_head_layers(cfg)) == cut, variant
 
 
 def _train_cli(workdir, *overrides):

@@ -42,6 +42,21 @@ def scan_segments(graphdefs: Sequence[nnx.GraphDef]) -> list[tuple[int, int]]:
   return segments
 
 
+def _cut_after(segments: list[tuple[int, int]], taps: Sequence[int]) -> list[tuple[int, int]]:
+  """`segments` cut so that every tap ends a range; a cut piece keeps its whole pairs as one
+  range when there are two or more, the rest become single blocks."""
+  out = []
+  for start, stop in segments:
+    cuts = sorted({start, stop} | {t + 1 for t in taps if start < t + 1 < stop})
+    for a, b in zip(cuts, cuts[1:]):
+      pairs = (b - a) // 2 if stop - start > 1 else 0
+      if pairs >= 2:
+        out.append((a, a + 2 * pairs))
+        a += 2 * pairs
+      out.extend((i, i + 1) for i in range(a, b))
+  return out
+
+
 def _cast_linear_params(state: nnx.State, dtype) -> nnx.State:
   """Linear kernels and biases in `dtype`, the rest unchanged: what nnx.Linear computes with
   (it casts them to its dtype), so applying the block to the result is bit-identical."""
@@ -114,7 +129,7 @@ class NaDiT(nnx.Module):
     """
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     x_vid, x_txt, emb_bd23, ctx, grid = self._embed(vid_bthwc, txt_blc, timestep_b, txt_len_b)
-    x_vid, x_txt = self._blocks(x_vid, x_txt, emb_bd23, ctx)
+    x_vid, x_txt = self._blocks(x_vid, x_txt, emb_bd23, ctx, stop=cfg.num_layers)
     if cfg.vid_out_norm:
       # The output head reuses the attention slot of the time embedding (official cache quirk).
       x_vid = self.vid_out_ada.modulate(self.vid_out_norm(x_vid), emb_bd23[:, :, 0], "out")
@@ -129,13 +144,10 @@ class NaDiT(nnx.Module):
     (0-based); runs only the blocks up to max(layers). Also returns the token grid (T', H', W').
     Arguments as in `__call__` (the discriminator trunk)."""
     x_vid, x_txt, emb_bd23, ctx, grid = self._embed(vid_bthwc, txt_blc, timestep_b, txt_len_b)
-    vids, txts = [], []
-    for i, block in enumerate(self.blocks[:max(layers) + 1]):
-      x_vid, x_txt = self._block(block, x_vid, x_txt, emb_bd23, ctx)
-      if i in layers:
-        vids.append(x_vid)
-        txts.append(x_txt)
-    return vids, txts, grid
+    taps = {}
+    self._blocks(x_vid, x_txt, emb_bd23, ctx, stop=max(layers) + 1, taps=taps.setdefault,
+                 tap_layers=tuple(layers))
+    return [taps[i][0] for i in layers], [taps[i][1] for i in layers], grid
 
   def _embed(self, vid_bthwc, txt_blc, timestep_b, txt_len_b):
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
@@ -151,33 +163,37 @@ class NaDiT(nnx.Module):
     emb_bd23 = self.emb_in(timestep_b).reshape(batch, cfg.vid_dim, 2, 3)
     return x_vid, x_txt, emb_bd23, build_context(cfg, grid, txt_len, txt_len_b), grid
 
-  def _blocks(self, x_vid, x_txt, emb_bd23, ctx):
-    """All blocks in order. With `cfg.scan_layers` each range of `scan_segments` that repeats a
-    block pair is one `lax.scan` over the pairs' stacked states: XLA compiles one pair, and
-    under FSDP gathers one pair's weights at a time instead of holding many. Linear weights are
-    stacked in `cfg.dtype` (half the copy in bf16; bit-identical, see `_cast_linear_params`)."""
-    if not self.cfg.scan_layers:
-      for block in self.blocks:
-        x_vid, x_txt = self._block(block, x_vid, x_txt, emb_bd23, ctx)
-      return x_vid, x_txt
-    splits = [nnx.split(block) for block in self.blocks]
+  def _blocks(self, x_vid, x_txt, emb_bd23, ctx, *, stop: int, taps=None,
+              tap_layers: Sequence[int] = ()):
+    """Blocks [0, stop) in order -> (x_vid, x_txt); `taps(i, (x_vid, x_txt))` receives the
+    states after each block i in `tap_layers`. With `cfg.scan_layers` each run of repeating
+    block pairs (`scan_segments`, cut after every tap) is one `lax.scan` over the pairs' stacked
+    states: XLA compiles one pair, and under FSDP gathers one pair's weights at a time instead
+    of holding many. Linear weights are stacked in `cfg.dtype` (half the copy in bf16;
+    bit-identical, see `_cast_linear_params`)."""
+    splits = [nnx.split(block) for block in self.blocks[:stop]]
+    ranges = [(i, i + 1) for i in range(stop)]
+    if self.cfg.scan_layers:
+      ranges = _cut_after(scan_segments([graphdef for graphdef, _ in splits]), tap_layers)
     dtype = jnp.dtype(self.cfg.dtype)
-    for start, stop in scan_segments([graphdef for graphdef, _ in splits]):
-      if stop - start == 1:
+    for start, end in ranges:
+      if end - start == 1:
         x_vid, x_txt = self._apply(*splits[start], x_vid, x_txt, emb_bd23, ctx)
-        continue
-      pair_graphdefs = (splits[start][0], splits[start + 1][0])
-      stacked = tuple(
-          jax.tree.map(lambda *xs: jnp.stack(xs),
-                       *[_cast_linear_params(splits[i][1], dtype)
-                         for i in range(start + k, stop, 2)]) for k in (0, 1))
+      else:
+        pair_graphdefs = (splits[start][0], splits[start + 1][0])
+        stacked = tuple(
+            jax.tree.map(lambda *xs: jnp.stack(xs),
+                         *[_cast_linear_params(splits[i][1], dtype)
+                           for i in range(start + k, end, 2)]) for k in (0, 1))
 
-      def pair(carry, states, graphdefs=pair_graphdefs):
-        for graphdef, state in zip(graphdefs, states):
-          carry = self._apply(graphdef, state, *carry, emb_bd23, ctx)
-        return carry, None
+        def pair(carry, states, graphdefs=pair_graphdefs):
+          for graphdef, state in zip(graphdefs, states):
+            carry = self._apply(graphdef, state, *carry, emb_bd23, ctx)
+          return carry, None
 
-      (x_vid, x_txt), _ = jax.lax.scan(pair, (x_vid, x_txt), stacked)
+        (x_vid, x_txt), _ = jax.lax.scan(pair, (x_vid, x_txt), stacked)
+      if end - 1 in tap_layers:
+        taps(end - 1, (x_vid, x_txt))
     return x_vid, x_txt
 
   def _block(self, block, x_vid, x_txt, emb_bd23, ctx):
