@@ -38,6 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg == "apt":
     c.objective = "apt"
     c.apt.d_remat = "none"
+    # clips grow as in the paper's APT stage: images for 20 steps, then 5-frame clips
+    c.data.update(buckets=((1, 64, 64), (5, 64, 64)), bucket_weights=(1, 0),
+                  bucket_stages=((20, (0, 1)),))
     c.d_optim.update(lr=1e-4, warmup_steps=5)
   elif arg:
     raise ValueError(f"unknown tiny config variant {arg!r} (expected '', 'distill' or 'apt')")

@@ -10,6 +10,8 @@ Single host (8 GPUs: FSDP inside the host):
   seedvr2-jax train --config configs/train_3b.py --workdir /ckpt/run1 \
       --config.init.checkpoint=/ckpt/seedvr2_3b --config.data.sources=/data/videos
   seedvr2-jax train --config configs/train_3b.py:distill --workdir /ckpt/distill1 ...
+  seedvr2-jax train --config configs/train_3b.py:apt --workdir /ckpt/apt1 \
+      --config.init.checkpoint=/ckpt/distill1_one_step ...   # images first, then clips
 
 Multi-host GPU (SLURM: one process per host, 8 GPUs each; jax.distributed reads SLURM_*):
   srun --nodes=9 --ntasks-per-node=1 seedvr2-jax train --distributed \

@@ -108,12 +108,35 @@ def test_two_hosts_see_disjoint_data_and_agree_on_buckets(media):
 
 
 def test_bucket_schedule_counts_earlier_draws():
-  schedule = pipeline.BucketSchedule(np.asarray([0.2, 0.3, 0.5]), seed=1)
+  weights = np.asarray([0.2, 0.3, 0.5])
+  schedule = pipeline.BucketSchedule([(0, weights)], seed=1)
   steps = range(4090, 4110)  # across a chunk boundary
   draws = [schedule.bucket(s) for s in range(4110)]
   for s in steps:
     assert schedule.occurrence(s) == draws[:s].count(draws[s])
   assert abs(np.mean(np.asarray(draws) == 2) - 0.5) < 0.03
+  # the draws of Generator.choice with these weights
+  np.testing.assert_array_equal(draws[:4096], np.random.default_rng([1, 0x5EED, 0]).choice(
+      3, 4096, p=weights))
+
+
+def test_bucket_stages_grow_the_clips(media):
+  """Progressive growth: images first, then 5-frame clips, then a mix with 9-frame clips."""
+  cfg = _cfg(media, bucket_weights=(0, 1, 0), bucket_stages=((3, (1, 0, 0)), (5, (1, 0, 3))))
+  batches = pipeline.make_batches(cfg, batch_size=2, seed=0, process_index=0, process_count=1)
+  frames = [next(batches)["hq"].shape[1] for _ in range(7)]
+  assert frames[:5] == [1, 1, 1, 5, 5] and set(frames[5:]) <= {5, 9}, frames
+  schedule = pipeline.BucketSchedule(pipeline.bucket_stages(cfg, 3), seed=0)
+  draws = [schedule.bucket(s) for s in range(4100)]
+  assert set(draws[:3]) == {1} and set(draws[3:5]) == {0}
+  assert abs(np.mean(np.asarray(draws[5:]) == 2) - 0.75) < 0.03
+  for s in (4, 4095, 4099):
+    assert schedule.occurrence(s) == draws[:s].count(draws[s])
+  for stages, message in ((((0, (1, 1, 1)),), "steps must increase"),
+                          (((4, (1, 1)),), "need 3 non-negative weights"),
+                          ((4,), "expected (step, weights)")):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+      pipeline.bucket_stages(_cfg(media, bucket_stages=stages), 3)
 
 
 def test_sources_mix_by_weight_and_tfds_source(tmp_path):

@@ -15,6 +15,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from seedvr2_jax import config_lib
+from seedvr2_jax.data import pipeline
 from seedvr2_jax.diffusion import schedule
 from seedvr2_jax.errors import ConfigError
 from seedvr2_jax.losses import distillation
@@ -258,10 +259,9 @@ def test_scanned_blocks_equal_the_loop(variant, layers):
 
 
 def test_official_block_layouts_scan_in_few_segments():
-  from seedvr2_jax.models.dit import config as dit_config
-  from seedvr2_jax.models.dit.nadit import NaDiT, scan_segments
-  from seedvr2_jax.models.dit.nadit import _cut_after
   from seedvr2_jax.models.discriminator import default_head_layers
+  from seedvr2_jax.models.dit import config as dit_config
+  from seedvr2_jax.models.dit.nadit import NaDiT, _cut_after, scan_segments
   for variant, expected, cut in (
       ("3b", [(0, 10), (10, 30), (30, 31), (31, 32)],
        [(0, 10), (10, 14), (14, 22), (22, 23), (23, 29), (29, 30), (30, 31), (31, 32)]),
@@ -336,6 +336,11 @@ def test_pod_configs_hold_the_paper_recipe():
     assert distill.objective == "distill"
     assert [loop.distill_round(distill, s)[1:] for s in (0, 10_000, 59_999)] == [
         (32, 7.5), (16, 1.0), (1, 1.0)]
+    apt = config_lib.load_config(os.path.join(ROOT, "configs", f"train_{variant}.py:apt"))
+    assert (apt.objective, apt.d_optim.lr, apt.d_optim.weight_decay) == ("apt", 1e-6, 0.01)
+    assert apt.apt.r1 == apt.apt.r2 == 1000 and apt.apt.l1 == apt.apt.feature_matching == 0.1
+    stages = pipeline.bucket_stages(apt.data, len(apt.data.buckets))
+    assert [b[0] for b in apt.data.buckets if stages[0][1][apt.data.buckets.index(b)]] == [1]
   with pytest.raises(ValueError, match="unknown variant"):
     config_lib.load_config(os.path.join(ROOT, "configs", "train_3b.py:sharp"))
 

@@ -56,6 +56,9 @@ def default_config() -> ml_collections.ConfigDict:
       latents="",  # a `precompute-latents` directory: read it instead of sources
       buckets=((21, 720, 1280), (21, 720, 720)),  # (frames, height, width); frames = 4n + 1
       bucket_weights=(),  # chance of each bucket per step; () = equal
+      # Progressive growth: ((STEP, (w, ...)), ...) replaces the weights from STEP on, e.g.
+      # images, then 5-frame, then 21-frame clips as the paper's APT stage.
+      bucket_stages=(),
       frame_stride=1,  # take every k-th frame
       resize=False,  # False: crop at native size; True: downscale to the nearest-aspect bucket
       degradation=degradations.DEFAULT_PRESET,  # preset of data/degradations.py
@@ -104,16 +107,23 @@ def _seed(*parts: int) -> int:
 
 
 class BucketSchedule:
-  """bucket(step): drawn with `weights` from rng(seed, step // 4096); occurrence(step): how many
+  """bucket(step): drawn from rng(seed, step // 4096) with the weights of the stage holding
+  `step` (`stages`: (first step, weights), the first at step 0); occurrence(step): how many
   earlier steps drew the same bucket. Same values on every host."""
 
-  def __init__(self, weights: np.ndarray, seed: int):
-    self.weights, self.seed = weights, seed
-    self._counts = [np.zeros(len(weights), np.int64)]  # per chunk: draws before it
+  def __init__(self, stages: Sequence[tuple[int, np.ndarray]], seed: int):
+    self.starts = np.asarray([start for start, _ in stages])
+    cdfs = np.stack([np.cumsum(w) for _, w in stages])
+    self.cdfs = cdfs / cdfs[:, -1:]
+    self.seed, self.buckets = seed, self.cdfs.shape[1]
+    self._counts = [np.zeros(self.buckets, np.int64)]  # per chunk: draws before it
 
   def _chunk(self, c: int) -> np.ndarray:
-    rng = np.random.default_rng([self.seed, 0x5EED, c])
-    return rng.choice(len(self.weights), _SCHEDULE_CHUNK, p=self.weights)
+    # As Generator.choice(p=w) draws: uniforms looked up in the cumulative weights.
+    uniform = np.random.default_rng([self.seed, 0x5EED, c]).random(_SCHEDULE_CHUNK)
+    steps = c * _SCHEDULE_CHUNK + np.arange(_SCHEDULE_CHUNK)
+    cdf = self.cdfs[np.searchsorted(self.starts, steps, side="right") - 1]
+    return (uniform[:, None] >= cdf).sum(axis=1)
 
   def bucket(self, step: int) -> int:
     return int(self._chunk(step // _SCHEDULE_CHUNK)[step % _SCHEDULE_CHUNK])
@@ -125,11 +135,26 @@ class BucketSchedule:
       counts = list(counts)
       while len(counts) <= c:
         draws = self._chunk(len(counts) - 1)
-        counts.append(counts[-1] + np.bincount(draws, minlength=len(self.weights)))
+        counts.append(counts[-1] + np.bincount(draws, minlength=self.buckets))
       self._counts = counts
     chunk = self._chunk(c)
     b = chunk[i]
     return int(counts[c][b] + np.count_nonzero(chunk[:i] == b))
+
+
+def bucket_stages(cfg: ml_collections.ConfigDict, n: int) -> list[tuple[int, np.ndarray]]:
+  """[(first step, normalised weights)] from data.bucket_weights and data.bucket_stages."""
+  stages = [(0, normalized_weights(cfg.bucket_weights, n, "data.bucket_weights"))]
+  for stage in cfg.bucket_stages:
+    try:
+      start, weights = int(stage[0]), stage[1]
+    except (TypeError, ValueError, IndexError):
+      raise ConfigError(f"data.bucket_stages entry {stage!r}: expected (step, weights)") from None
+    if start <= stages[-1][0]:
+      raise ConfigError(f"data.bucket_stages: steps must increase from 1, got {start} after "
+                        f"{stages[-1][0]}")
+    stages.append((start, normalized_weights(weights, n, f"data.bucket_stages at {start}")))
+  return stages
 
 
 def fits(clip, bucket: tuple[int, int, int], stride: int) -> bool:
@@ -352,9 +377,10 @@ def make_batches(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int,
             f"{max(c.frames for c in clips)} frames, largest {max(c.height for c in clips)}x"
             f"{max(c.width for c in clips)} px): use a smaller bucket or other data")
 
-  weights = normalized_weights(cfg.bucket_weights, len(buckets), "data.bucket_weights")
-  streams = bucket_streams(members, [w for _, w in opened], seed, weights > 0, describe)
-  schedule = BucketSchedule(weights, seed)
+  stages = bucket_stages(cfg, len(buckets))
+  used = np.any([weights > 0 for _, weights in stages], axis=0)
+  streams = bucket_streams(members, [w for _, w in opened], seed, used, describe)
+  schedule = BucketSchedule(stages, seed)
   examples = Examples(streams, schedule, batch_size // pc, seed, pi,
                       PixelExample(buckets, stride, bool(cfg.resize), degradation))
   skipped = sum(len(source.skipped) for source, _ in opened)

@@ -321,7 +321,7 @@ def latent_batches(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int
             f"{process_index} of {process_count}")
 
   streams = pipeline.bucket_streams(members, [1.0], seed, counts > 0, describe)
-  schedule = pipeline.BucketSchedule(counts / counts.sum(), seed)
+  schedule = pipeline.BucketSchedule([(0, counts / counts.sum())], seed)
   examples = pipeline.Examples(streams, schedule, batch_size, seed, process_index,
                                LatentExample(buckets))
   return pipeline.Batches(examples, cfg, mesh, int(source.meta["skipped"]))

@@ -68,7 +68,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 def pod_config(variant: str, arg: str | None) -> ml_collections.ConfigDict:
   """The paper-scale run of `configs/train_{variant}.py`: 72 GPUs, one 720p clip each, FSDP
-  inside 8-GPU nodes; arg "distill": progressive distillation 64 -> 1 in 6 rounds."""
+  inside 8-GPU nodes; arg "distill": progressive distillation 64 -> 1 in 6 rounds; "apt":
+  adversarial post-training of the distilled one-step model."""
   c = base_config()
   c.model.variant = variant
   c.batch_size = 72
@@ -82,6 +83,16 @@ def pod_config(variant: str, arg: str | None) -> ml_collections.ConfigDict:
     c.distill.update(teacher_steps=64, rounds=6, steps_per_round=10_000,
                      first_round_guidance=7.5)
     c.total_steps = 60_000
+  elif arg == "apt":
+    # SeedVR2 stage 2 (spec/paper_facts.md 3.2-3.5): G and D start from the distilled model
+    # (init.checkpoint); AdamW lr 1e-6, weight decay 0.01 for both (the base optimizers); 20k
+    # iterations as the paper's ablations. Clips grow: images first, then mixed lengths (the
+    # paper gives no switch step; 5k is ours).
+    c.objective = "apt"
+    c.total_steps = 20_000
+    c.data.buckets = ((1, 720, 1280), (5, 720, 1280), (9, 720, 1280), (21, 720, 1280))
+    c.data.bucket_weights = (1, 0, 0, 0)
+    c.data.bucket_stages = ((5_000, (0, 1, 1, 1)),)
   elif arg:
-    raise ValueError(f"unknown variant {arg!r} (expected '' or 'distill')")
+    raise ValueError(f"unknown variant {arg!r} (expected '', 'distill' or 'apt')")
   return c
