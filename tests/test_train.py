@@ -258,6 +258,31 @@ def test_scanned_blocks_equal_the_loop(variant, layers):
                hidden_scan, hidden_loop)
 
 
+def test_random_split_makes_every_block_from_its_own_key():
+  """One compiled init per block graph: the model's structure, blocks of one graph differ,
+  the same seed gives the same values, and they are initialised like NaDiT's own init."""
+  from seedvr2_jax.models.dit import config as dit_config
+  from seedvr2_jax.models.dit.nadit import NaDiT
+  from seedvr2_jax.train import state as state_lib
+  cfg = dit_config.official("7b", **{**dit_config.TINY["7b"], "num_layers": 4})
+  mesh = mesh_lib.make_mesh({"data": 1, "fsdp": 1, "sequence": 1, "tensor": 1})
+  _, abstract_params, abstract_rest = state_lib.split_model(
+      nnx.eval_shape(lambda: NaDiT(cfg, nnx.Rngs(0))))
+  shardings = (sharding.state_shardings(abstract_params, mesh, sharding.DEFAULT_RULES),
+               jax.tree.map(lambda _: sharding.replicated(mesh), abstract_rest))
+  pure = lambda tree: jax.tree.map(np.asarray, nnx.to_pure_dict(tree))
+  params = pure(state_lib.random_split(cfg, 5, *shardings)[0])
+  again = pure(state_lib.random_split(cfg, 5, *shardings)[0])
+  reference = pure(state_lib.split_model(NaDiT(cfg, nnx.Rngs(5)))[1])
+  assert jax.tree.structure(params) == jax.tree.structure(reference)
+  jax.tree.map(np.testing.assert_array_equal, params, again)
+  qkv = [params["blocks"][i]["attn"]["proj_qkv"]["vid"]["kernel"] for i in range(4)]
+  assert not np.allclose(qkv[0], qkv[2])  # blocks 0 and 2 share a graph, not values
+  ref_qkv = reference["blocks"][0]["attn"]["proj_qkv"]["vid"]["kernel"]
+  assert qkv[0].shape == ref_qkv.shape and np.std(qkv[0]) == pytest.approx(np.std(ref_qkv),
+                                                                            rel=0.1)
+
+
 def test_official_block_layouts_scan_in_few_segments():
   from seedvr2_jax.models.discriminator import default_head_layers
   from seedvr2_jax.models.dit import config as dit_config

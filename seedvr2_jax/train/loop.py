@@ -105,8 +105,7 @@ def _initial_params(config, cfg, mesh, abstract_params, abstract_rest, params_sh
     rest = jax.device_put(rest, rest_sharding)
     vae_state, txt_pos, txt_neg = bundle.vae_state, bundle.pos_emb, bundle.neg_emb
   else:
-    init = lambda: state_lib.split_model(NaDiT(cfg, nnx.Rngs(config.seed)))[1:]
-    params, rest = jax.jit(init, out_shardings=(params_sharding, rest_sharding))()
+    params, rest = state_lib.random_split(cfg, config.seed, params_sharding, rest_sharding)
     vae_state = nnx.split(autoencoder.random_init(vae_cfg, config.seed + 1))[1]
     keys = jax.random.split(jax.random.key(config.seed + 2))
     txt_pos = jax.random.normal(keys[0], (config.text.pos_length, cfg.txt_in_dim))

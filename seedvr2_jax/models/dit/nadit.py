@@ -103,13 +103,17 @@ class PatchOut(nnx.Module):
 class NaDiT(nnx.Module):
   """Velocity prediction v(x_t, condition, text, t) of SeedVR2."""
 
-  def __init__(self, cfg: NaDiTConfig, rngs: nnx.Rngs):
+  def __init__(self, cfg: NaDiTConfig, rngs: nnx.Rngs,
+               blocks: Sequence[NaMMSRTransformerBlock] | None = None):
+    """`blocks`: built elsewhere (`train.state.random_split`), else made here from `rngs`."""
     self.cfg = cfg
     self.vid_in = PatchIn(cfg, rngs)
     self.txt_in = (layers.dense(cfg, cfg.txt_in_dim, cfg.txt_dim, (None, layers.EMBED), rngs=rngs)
                    if cfg.has_txt_in else None)
     self.emb_in = layers.TimeEmbedding(cfg, rngs)
-    self.blocks = nnx.List([NaMMSRTransformerBlock(cfg, i, rngs) for i in range(cfg.num_layers)])
+    if blocks is None:
+      blocks = [NaMMSRTransformerBlock(cfg, i, rngs) for i in range(cfg.num_layers)]
+    self.blocks = nnx.List(blocks)
     if cfg.vid_out_norm:
       self.vid_out_norm = layers.RMSNorm(cfg, cfg.vid_dim, layers.EMBED)
       self.vid_out_ada = layers.AdaSingle(cfg, ("out",), False, rngs)
