@@ -336,6 +336,13 @@ def test_train_command_rejects_unknown_config_keys(tmp_path, capsys):
   assert "optim.lrr" in err and not os.listdir(tmp_path)
 
 
+def test_train_command_rejects_bad_data_before_writing(tmp_path, capsys):
+  assert _train_cli(tmp_path, "--config.data.bucket_stages=((0, (1,)),)") == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "data.bucket_stages" in err, err
+  assert not os.listdir(tmp_path)
+
+
 def test_train_command_on_precomputed_latents(tmp_path, capsys):
   from seedvr2_jax import cli
   media = os.path.join(ROOT, "tests", "fixtures", "media")

@@ -240,22 +240,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, data, *, stream=None)
   global arrays, `get_state()`/`set_state()` its position, `metrics()` counters to log,
   `close()` stops its workers."""
   run = build(config)
-  writer = metrics.MetricsWriter(workdir, jax.process_index() == 0, stream)
-  ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints,
-                                 every=config.checkpoint_every)
+  batches = data(run)  # its start-up errors (no data, bad buckets) come before any output
   stop = _Stop()
-  batches = None
+  writer = ckpt = None
   try:
-    batches = data(run)
+    writer = metrics.MetricsWriter(workdir, jax.process_index() == 0, stream)
+    ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints,
+                                   every=config.checkpoint_every)
     _resume_or_start(run, ckpt, batches, writer, workdir)
     _loop(run, ckpt, batches, writer, stop, workdir)
   finally:
     stop.restore()
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
-    if batches is not None:
-      batches.close()
+    if ckpt is not None:
+      ckpt.wait()
+      ckpt.close()
+    if writer is not None:
+      writer.close()
+    batches.close()
   return run
 
 

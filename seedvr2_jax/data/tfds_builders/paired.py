@@ -69,25 +69,29 @@ class PairedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield name, {"hq": hq, "lq": lq_frames, "name": name, "fps": fps}
 
 
+MMAGIC_LQ_DIRS = ("LQ", "BDx4", "BIx4")
+
+
+def _mmagic_layout(name: str) -> str:
+  return f"""\
+  manual_dir = the {name} folder (as mmagic / DOVE distribute it):
+    GT/<clip>/*.png          ground truth
+    LQ/<clip>/*.png          (given) DOVE's LQ, else BDx4/ or BIx4/ (mmagic)"""
+
+
 class Spmcs(PairedBuilder):
   """SPMCS (Tao et al., ICCV 2017): 30 test clips of 31 frames."""
 
-  MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-  manual_dir = the SPMCS folder (as mmagic / DOVE distribute it):
-    GT/<clip>/*.png          ground truth
-    LQ/<clip>/*.png          (given) DOVE's LQ, else BDx4/ or BIx4/ (mmagic)"""
-  LQ_DIRS = ("LQ", "BDx4", "BIx4")
+  MANUAL_DOWNLOAD_INSTRUCTIONS = _mmagic_layout("SPMCS")
+  LQ_DIRS = MMAGIC_LQ_DIRS
   HOMEPAGE = "https://github.com/jiangsutx/SPMC_VideoSR"
 
 
 class Udm10(PairedBuilder):
   """UDM10 (Yi et al., ICCV 2019): 10 test clips of 32 frames."""
 
-  MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-  manual_dir = the UDM10 folder (as mmagic / DOVE distribute it):
-    GT/<clip>/*.png          ground truth
-    LQ/<clip>/*.png          (given) DOVE's LQ, else BDx4/ or BIx4/ (mmagic)"""
-  LQ_DIRS = ("LQ", "BDx4", "BIx4")
+  MANUAL_DOWNLOAD_INSTRUCTIONS = _mmagic_layout("UDM10")
+  LQ_DIRS = MMAGIC_LQ_DIRS
   HOMEPAGE = "https://github.com/psychopa4/PFNL"
 
 
