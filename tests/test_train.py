@@ -416,3 +416,37 @@ def test_apt_generator_step_sees_the_frozen_discriminator():
       jax.tree.leaves(pure(moving.params)), jax.tree.leaves(pure(state.params)))) > 1e-6
   assert float(m_moving["g/feature_matching"]) > 0
   assert float(m_moving["loss"]) == float(m_stalled["loss"])
+
+
+def test_export_run_writes_the_ema_generator_and_chains_into_init(tmp_path, capsys):
+  from seedvr2_jax import cli
+  from seedvr2_jax.convert import bundle
+  workdir, out = tmp_path / "w", tmp_path / "bundle"
+  run = loop.train(tiny(total_steps=2), str(workdir), synthetic())
+  export = lambda *extra: cli.main(["export-run", "--config", TINY, "--workdir", str(workdir),
+                                    "--out", str(out), *extra])
+  assert export() == 0
+  b = bundle.load(str(out))
+  ema = jax.tree.map(np.asarray, nnx.to_pure_dict(run.state.ema))
+  saved = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.split(b.dit_state, nnx.Param, ...)[1]))
+  jax.tree.map(np.testing.assert_array_equal, saved, ema)
+  assert not jax.tree.all(jax.tree.map(np.array_equal, ema, params_of(run)))  # EMA != raw
+  jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(b.vae_state),
+               nnx.to_pure_dict(run.frozen["vae"]))
+  np.testing.assert_array_equal(b.pos_emb, run.frozen["txt_pos"][:int(run.frozen["txt_pos_len"])])
+  # The export starts the next stage: its parameters become the new run's.
+  chained_config = tiny()
+  chained_config.init.checkpoint = str(out)
+  chained = loop.build(chained_config)
+  jax.tree.map(np.testing.assert_array_equal, params_of(chained), ema)
+  capsys.readouterr()
+  for extra, message in (((), "exists (pass --overwrite"), (("--step", "7", "--overwrite"),
+                                                             "no checkpoint at step 7")):
+    assert export(*extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+  bad_vae = tiny()
+  bad_vae.init.checkpoint = str(out)
+  bad_vae.vae.scaling_factor = 0.5
+  with pytest.raises(ConfigError, match="VAE config differs"):
+    loop.build(bad_vae)

@@ -98,6 +98,9 @@ def _initial_params(config, cfg, mesh, abstract_params, abstract_rest, params_sh
                              dtype=config.model.dtype)
     if dataclasses.replace(bundle.dit_cfg, **_numerics(cfg)) != cfg:
       raise ConfigError(f"{config.init.checkpoint}: its DiT config differs from config.model")
+    numerics = dict(param_dtype=vae_cfg.param_dtype, dtype=vae_cfg.dtype)
+    if dataclasses.replace(bundle.vae_cfg, **numerics) != vae_cfg:
+      raise ConfigError(f"{config.init.checkpoint}: its VAE config differs from config.vae")
     model = nnx.merge(nnx.split(nnx.eval_shape(lambda: NaDiT(cfg, nnx.Rngs(0))))[0],
                       bundle.dit_state)
     _, params, rest = state_lib.split_model(model)

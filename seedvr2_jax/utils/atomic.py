@@ -1,4 +1,4 @@
-"""Directories that appear complete or not at all."""
+"""Files and directories that appear complete or not at all."""
 
 from __future__ import annotations
 
@@ -21,3 +21,18 @@ def atomic_dir(out: str):
   finally:
     if os.path.exists(tmp):
       shutil.rmtree(tmp)
+
+
+def write_text(path: str, text: str, *, overwrite: bool = False) -> None:
+  """Writes `text` to a temporary sibling, then renames it to `path`; an existing `path` is
+  replaced only with `overwrite` (else FileExistsError)."""
+  if os.path.exists(path) and not overwrite:
+    raise FileExistsError(path)
+  tmp = f"{path}.partial-{os.getpid()}"
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)

@@ -1,0 +1,53 @@
+"""A training run -> the inference checkpoint (`convert/bundle.py`) that `restore` loads and that
+the next stage starts from (`init.checkpoint`): the generator's EMA (or raw) parameters, the run's
+frozen VAE and its text embeddings.
+
+  seedvr2-jax export-run --config CONFIG[:ARG] --workdir W --out DIR [--step N] [--raw]
+      [--config.FIELD=VALUE ...]   (the config and overrides the run was trained with)
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+from flax import nnx
+
+from seedvr2_jax.convert import bundle as bundle_lib
+from seedvr2_jax.errors import CheckpointError
+from seedvr2_jax.models.vae import config as vae_config
+
+
+def to_bundle(run, *, ema: bool = True) -> bundle_lib.Bundle:
+  """The run's current generator (its EMA when kept and `ema`) as a Bundle."""
+  params = run.state.ema if ema and run.state.ema is not None else run.state.params
+  model = nnx.merge(run.graphdef, params, run.rest)
+  frozen = run.frozen
+  text = {k: frozen[f"txt_{k}"][:int(frozen[f"txt_{k}_len"])] for k in ("pos", "neg")}
+  return bundle_lib.Bundle(run.dit_cfg, vae_config.VAEConfig(**dict(run.config.vae)),
+                           nnx.state(model), frozen["vae"], text["pos"], text["neg"])
+
+
+def export_run(config: ml_collections.ConfigDict, workdir: str, out_dir: str, *,
+               step: int | None = None, ema: bool = True, overwrite: bool = False,
+               log=print) -> int:
+  """Writes checkpoint `step` (default: the newest) of `workdir`, trained with `config`, as a
+  bundle; returns the step."""
+  from seedvr2_jax.train import checkpoint, loop
+  if os.path.exists(out_dir) and not overwrite:
+    raise CheckpointError(f"{out_dir} exists (pass --overwrite to replace it)")
+  ckpt = checkpoint.Checkpointer(workdir, keep=1, every=1, async_save=False)
+  try:
+    steps = ckpt.manager.all_steps()
+    if not steps or (step is not None and step not in steps):
+      raise CheckpointError(f"{workdir}: no checkpoint" + (f" at step {step} (have "
+                            f"{sorted(steps)})" if steps else ""))
+    step = max(steps) if step is None else step
+    run = loop.build(config)
+    abstract = checkpoint.abstract_with_shardings(run.state, run.state_sharding)
+    run.state, _ = ckpt.restore(step, abstract)
+  finally:
+    ckpt.close()
+  bundle_lib.save(to_bundle(run, ema=ema), os.path.abspath(out_dir), overwrite=overwrite)
+  log(f"wrote {out_dir}: step {step} of {workdir} ({'EMA' if ema else 'raw'} parameters)")
+  return step
