@@ -8,7 +8,9 @@ VAE of the same code, trained in minutes on one GPU on degraded crops of real sa
                              weights: RpGAN + approximate R1/R2 + L1 0.1 + feature matching 0.1)
   configs/toy.py:apt_gan     ablation: RpGAN + R1/R2 only     (the paper's Table 3, row 2)
   configs/toy.py:apt_gan_l1  ablation: RpGAN + R1/R2 + L1     (row 3)
-  configs/toy.py:l1          control: L1 fine-tuning of the one-step model, no discriminator
+  configs/toy.py:l1          control: APT with L1 1.0 and no GAN / feature matching terms
+  configs/toy.py:regression  one-step L1 regression of the distilled model (no discriminator
+                             at all: the cheap fidelity fine-tuning, losses/regression.py)
 
 Task: 2x restoration of Real-ESRGAN-degraded video (`data.degradation`, `data.scale`), 5-frame
 128 x 128 crops (`data.buckets`). The VAE compresses 4x in space (three blocks, not the
@@ -25,7 +27,7 @@ from seedvr2_jax.train.config import base_config
 TOY_DIT = dict(vid_dim=128, txt_in_dim=32, heads=4, head_dim=32, num_layers=6, mm_layers=2,
                rope_dim=32)
 TOY_VAE = dict(block_out_channels=(32, 64, 128), layers_per_block=1, norm_num_groups=8)
-STAGES = ("diffusion", "distill", "apt", "apt_gan", "apt_gan_l1", "l1")
+STAGES = ("diffusion", "distill", "regression", "apt", "apt_gan", "apt_gan_l1", "l1")
 
 
 def vae_train_config() -> ml_collections.ConfigDict:
@@ -57,6 +59,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.update(lr=1e-4, warmup_steps=50)
     c.ema_decay = 0.98
     c.total_steps = 600
+  elif stage == "regression":
+    c.objective = "regression"
+    c.optim.update(lr=1e-4, warmup_steps=50)
+    c.ema_decay = 0.98
+    c.total_steps = 1500
   elif stage != "diffusion":
     # APT and its ablations: images for the first 75 steps, then 5-frame clips (the paper's
     # progressive growth); G and D from the distilled one-step model.

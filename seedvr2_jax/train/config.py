@@ -1,6 +1,6 @@
 """The training config's fields and defaults (`configs/*.py` start from `base_config()`).
 
-  seed, objective ("diffusion" | "distill" | "apt")
+  seed, objective ("diffusion" | "distill" | "apt" | "regression")
   model         NaDiT fields: variant + overrides of the official architecture, numerics, remat,
                 scan_layers (repeating blocks under lax.scan)
   vae           VAEConfig fields of the frozen VAE that encodes pixel batches

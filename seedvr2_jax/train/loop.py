@@ -8,6 +8,7 @@ Objectives (`config.objective`):
              the teacher. Teacher guidance `distill.first_round_guidance` in round 0, then 1.
   apt        adversarial post-training of the one-step generator against a discriminator made
              from it (train/apt.py): the state also holds D's parameters and optimizer.
+  regression L1 of the one-step generator's x0 against the HQ latent (losses/regression.py)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from flax import nnx
 
 from seedvr2_jax.convert import bundle as bundle_lib
 from seedvr2_jax.errors import ConfigError, SeedVR2Error
-from seedvr2_jax.losses import distillation, flow_matching
+from seedvr2_jax.losses import distillation, flow_matching, regression
 from seedvr2_jax.models.dit import config as dit_config
 from seedvr2_jax.models.dit.flops import forward_flops
 from seedvr2_jax.models.dit.nadit import NaDiT
@@ -37,7 +38,7 @@ from seedvr2_jax.train import apt, checkpoint, latents, metrics, optim
 from seedvr2_jax.train import state as state_lib
 from seedvr2_jax.train import step as step_lib
 
-OBJECTIVES = ("diffusion", "distill", "apt")
+OBJECTIVES = ("diffusion", "distill", "apt", "regression")
 
 
 class NonFiniteLoss(SeedVR2Error):
@@ -195,6 +196,8 @@ def make_step_fn(run: Run, student_steps: int | None = None, guidance: float = 1
       loss_cfg = flow_matching.DiffusionLossConfig(**dict(config.diffusion))
       loss_fn = lambda model, teacher, batch, key: flow_matching.diffusion_loss(
           model, batch, key, loss_cfg)
+    elif config.objective == "regression":
+      loss_fn = lambda model, teacher, batch, key: regression.one_step_l1_loss(model, batch, key)
     else:
       d_cfg = distillation.DistillConfig(student_steps, guidance,
                                          config.diffusion.resolution_shift)
