@@ -445,6 +445,11 @@ def test_export_run_writes_the_ema_generator_and_chains_into_init(tmp_path, caps
     assert export(*extra) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+  missing = tmp_path / "not_a_run"
+  assert cli.main(["export-run", "--config", TINY, "--workdir", str(missing), "--out",
+                   str(tmp_path / "other")]) == 2
+  assert "no checkpoints folder" in capsys.readouterr().err
+  assert not missing.exists() and not (tmp_path / "other").exists()
   bad_vae = tiny()
   bad_vae.init.checkpoint = str(out)
   bad_vae.vae.scaling_factor = 0.5

@@ -62,7 +62,7 @@ def stage_config(stage: str, smoke: bool, overrides=()) -> ml_collections.Config
   return config_lib.apply_overrides(c, list(overrides))
 
 
-def train_vae(c, pixels: dict, out: str, smoke: bool) -> bundle_lib.Bundle:
+def train_vae(c, pixels: dict, out: str) -> bundle_lib.Bundle:
   """The VAE stage; the bundle also holds a random DiT and random text (the diffusion stage's
   starting point)."""
   v = c.vae_train
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
     if stage == "eval":
       evaluate(args.out, args.samples, base, args.smoke)
     elif stage == "vae":
-      bundle_lib.save(train_vae(base, pixels, args.out, args.smoke), os.path.abspath(path))
+      bundle_lib.save(train_vae(base, pixels, args.out), os.path.abspath(path))
     else:
       init = os.path.join(args.out, "bundles", STARTS_FROM.get(stage, "distill"))
       if latents is None:

@@ -16,6 +16,7 @@ from flax import nnx
 from seedvr2_jax.convert import bundle as bundle_lib
 from seedvr2_jax.errors import CheckpointError
 from seedvr2_jax.models.vae import config as vae_config
+from seedvr2_jax.train import checkpoint, loop
 
 
 def to_bundle(run, *, ema: bool = True) -> bundle_lib.Bundle:
@@ -33,9 +34,10 @@ def export_run(config: ml_collections.ConfigDict, workdir: str, out_dir: str, *,
                log=print) -> int:
   """Writes checkpoint `step` (default: the newest) of `workdir`, trained with `config`, as a
   bundle; returns the step."""
-  from seedvr2_jax.train import checkpoint, loop
   if os.path.exists(out_dir) and not overwrite:
     raise CheckpointError(f"{out_dir} exists (pass --overwrite to replace it)")
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):  # Orbax would create it
+    raise CheckpointError(f"{workdir}: no checkpoints folder (not a training workdir?)")
   ckpt = checkpoint.Checkpointer(workdir, keep=1, every=1, async_save=False)
   try:
     steps = ckpt.manager.all_steps()
