@@ -8,6 +8,8 @@ setup(
     description="JAX/Flax SeedVR2: one-step diffusion video restoration, inference and training",
     python_requires=">=3.12",
     packages=find_packages(include=["seedvr2_jax", "seedvr2_jax.*"]),
+    # The bundled toy model, `restore`'s default (experiments/toy/README.md).
+    package_data={"seedvr2_jax": ["assets/toy/**/*"]},
     install_requires=[
         # Pinned to what the GPU image has, so CPU CI and GPUs run the same code.
         "jax==0.11.2",

@@ -88,7 +88,8 @@ def _export(args) -> int:
 
 def _degrade(args) -> int:
   from seedvr2_jax.data import degrade_cli
-  return degrade_cli.run_cli(args.input, args.output, args.config, args.seed, args.overwrite)
+  return degrade_cli.run_cli(args.input, args.output, args.config, args.seed, args.overwrite,
+                            args.scale)
 
 
 def _evaluate(args) -> int:
@@ -175,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("restore", help="restore a video, image or frame folder in one step")
   p.add_argument("input", help="video file, image, or folder of PNG/JPG frames")
   p.add_argument("output", help=".mp4/.mkv/.mov, an image file, or a folder for PNG frames")
-  p.add_argument("--checkpoint", help="directory made by `seedvr2-jax convert`")
+  p.add_argument("--checkpoint", help="directory made by `seedvr2-jax convert` or `export-run` "
+                 "(default: the bundled toy model)")
   size = p.add_mutually_exclusive_group()
   size.add_argument("--resolution", type=_size,
                     help="HxW: output area H*W, input aspect kept (official; default 720x1280)")
@@ -205,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("output", help=".mp4/.mkv/.mov for a video input, an image file for an image")
   p.add_argument("--config", default="realesrgan",
                  help="degradation preset: realesrgan (default), light or heavy")
+  p.add_argument("--scale", type=int, help="downscaling factor (default: the preset's)")
   p.add_argument("--seed", type=int, default=0, help="same seed, same output")
   p.add_argument("--overwrite", action="store_true", help="replace an existing output")
   p.set_defaults(run=_degrade)

@@ -242,14 +242,18 @@ def test_degrade_file_writes_the_lq_video(tmp_path, capsys):
   assert sorted(os.listdir(tmp_path)) == ["again.mp4", "lq.mp4"]  # no partial files left
 
 
-def test_degraded_file_is_the_codec_pass(bikes, tmp_path):
+def test_degraded_file_is_the_codec_pass(bikes, tmp_path, capsys):
   # LQ frames of at least MIN_CODED_SIZE: the file holds the drawn codec's own stream, so it
   # decodes to `degrade_clip` of the input (640x272 is a multiple of 2 x scale: no crop).
   cfg = degradations.override(degradations.default_config(), {"scale": 2})
   out = str(tmp_path / "lq.mp4")
-  params, frames = degrade_cli.degrade_file(BIKES, out, cfg, 9)
-  assert frames == 50 and params.lq_hw == (136, 320) and params.video is not None
+  assert degrade_cli.run_cli(BIKES, out, "realesrgan", 9, scale=2) == 0
+  assert "50 frames of 320x136 (preset realesrgan, scale 2, seed 9)" in capsys.readouterr().out
+  assert degradations.sample_params(cfg, np.random.default_rng(9), (272, 640),
+                                    frames=50).video is not None
   np.testing.assert_array_equal(_decode(out), degradations.degrade_clip(bikes, cfg, 9))
+  with pytest.raises(InputError, match="--scale must be a positive integer"):
+    degrade_cli.run_cli(BIKES, str(tmp_path / "x.mp4"), "realesrgan", 9, scale=0)
 
 
 def test_degrade_file_images_and_errors(bikes, tmp_path):

@@ -19,6 +19,7 @@ SERIES = {
     "vae": ("loss", "l1", "lpips", "psnr"),
     "diffusion": ("loss", "grad_norm"),
     "distill": ("loss", "grad_norm"),
+    "regression": ("loss", "grad_norm"),
     "apt": ("g/gan", "g/l1", "g/feature_matching", "d/gan", "d/real_logit", "d/fake_logit",
             "d/r1", "d/r2"),
 }

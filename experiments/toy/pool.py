@@ -20,6 +20,7 @@ import numpy as np
 from seedvr2_jax.data import degradations, pipeline, video_io
 from seedvr2_jax.diffusion import condition
 from seedvr2_jax.models.vae import codec
+from seedvr2_jax.parallel.mesh import BATCH_AXES
 
 def read_video(path: str, start: int = 0, stop: int | None = None) -> np.ndarray:
   """Frames [start, stop) of a video file, (T, H, W, 3) uint8."""
@@ -88,14 +89,27 @@ def encode(vae, pool: dict, batch: int = 64) -> dict:
 
 
 class PoolBatches:
-  """The trainer's batch iterator over a pool: step s draws `batch_size` examples from
+  """The trainer's batch iterator over a pool kept on the devices (replicated; a step gathers
+  its rows there, so no batch crosses the host): step s draws `batch_size` examples from
   rng(seed, s); `frames(s)` (from the config's bucket schedule) keeps the first frames of each
-  (1 = images: a causal VAE's first latent frame depends on the first frame alone)."""
+  (1 = images: a causal VAE's first latent frame depends on the first frame alone). Batches
+  are split over the mesh's batch axes, or on the default device without a mesh."""
 
   def __init__(self, arrays: dict, batch_size: int, seed: int, mesh=None, frames=None):
-    self.arrays, self.batch_size, self.seed, self.mesh = arrays, batch_size, seed, mesh
-    self.frames = frames
+    self.batch_size, self.seed, self.frames = batch_size, seed, frames
+    self.count = len(next(iter(arrays.values())))
     self.step = 0
+    if mesh is None:
+      self.arrays = {k: jax.device_put(v) for k, v in arrays.items()}
+      out = None
+    else:
+      replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+      self.arrays = {k: jax.device_put(v, replicated) for k, v in arrays.items()}
+      axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+      out = {k: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axes))
+             for k in arrays}
+    self._gather = jax.jit(lambda arrays, idx, t: {k: v[idx, :t] for k, v in arrays.items()},
+                           static_argnums=2, out_shardings=out)
 
   @classmethod
   def from_config(cls, arrays: dict, config, mesh=None, temporal_factor: int = 4):
@@ -114,12 +128,10 @@ class PoolBatches:
 
   def __next__(self) -> dict:
     rng = np.random.default_rng((self.seed, self.step))
-    n = len(next(iter(self.arrays.values())))
-    idx = np.sort(rng.choice(n, self.batch_size, replace=n < self.batch_size))
+    idx = np.sort(rng.choice(self.count, self.batch_size, replace=self.count < self.batch_size))
     t = None if self.frames is None else self.frames(self.step)
-    batch = {k: v[idx][:, :t] for k, v in self.arrays.items()}
     self.step += 1
-    return batch if self.mesh is None else pipeline.global_batch(batch, self.mesh)
+    return self._gather(self.arrays, idx, t)
 
   def get_state(self) -> dict:
     return {"step": self.step}

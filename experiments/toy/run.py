@@ -9,6 +9,8 @@ OUT/bundles/STAGE (what `seedvr2-jax restore --checkpoint` reads), results.json 
 table) and timings.json. A stage whose bundle exists is skipped, so reruns continue.
 `--smoke` shrinks everything (steps, pool, crops, clips) to check the code on a CPU;
 `--config.FIELD=VALUE` arguments override every stage's config (e.g. --config.total_steps=100).
+SIGTERM (a lease ending: `timeout -s TERM`) stops the running DiT stage at its next step, as a
+preemption, and exports it as it is; no training stage starts after it, `eval` still runs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import tarfile
 import time
@@ -41,8 +44,9 @@ from seedvr2_jax.train import export, loop, metrics, optim  # noqa: E402
 from seedvr2_jax.train import vae as vae_train  # noqa: E402
 
 DIT_STAGES = ("diffusion", "distill", "regression", "apt", "apt_gan", "apt_gan_l1", "l1")
-STARTS_FROM = {"diffusion": "vae", "distill": "diffusion"}  # later stages: from "distill"
-EVALUATED = ("distill", "regression", "apt", "apt_gan", "apt_gan_l1", "l1")
+STARTS_FROM = {"diffusion": "vae", "distill": "diffusion", "regression": "distill"}
+APT_STAGES = ("apt", "apt_gan", "apt_gan_l1", "l1")  # start from --apt-from
+EVALUATED = ("diffusion", "distill", "regression", "apt", "apt_gan", "apt_gan_l1", "l1")
 POOL_SIZE = 3072
 POOL_SEED = 7
 
@@ -96,14 +100,18 @@ def float32_vae(bundle: bundle_lib.Bundle):
   return nnx.merge(graphdef, bundle.vae_state)
 
 
-def train_dit(stage: str, c, latents: dict, out: str, init: str) -> bundle_lib.Bundle:
+def train_dit(stage: str, c, latents: dict, out: str, init: str) -> tuple[bundle_lib.Bundle, bool]:
+  """(the stage's export, whether SIGTERM stopped it before `total_steps`)."""
   bundle = bundle_lib.load(init, dit=False)
   c.init.checkpoint = init
   c.vae.scaling_factor = bundle.vae_cfg.scaling_factor
   data = lambda run: pool_lib.PoolBatches.from_config(latents, c, run.mesh,
                                                       bundle.vae_cfg.temporal_factor)
   run = loop.train(c, os.path.join(out, stage), data)
-  return export.to_bundle(run)
+  stopped = int(run.state.step) < c.total_steps
+  if stopped:
+    print(f"stage {stage}: stopped at step {int(run.state.step)} of {c.total_steps}", flush=True)
+  return export.to_bundle(run), stopped
 
 
 def evaluate(out: str, samples: str, c, smoke: bool) -> dict:
@@ -177,8 +185,13 @@ def main(argv=None) -> int:
   parser.add_argument("--deadline", type=float, default=None,
                       help="seconds: start no stage after this (a bounded machine lease)")
   parser.add_argument("--export", help="also write flat files here (`export_files`)")
+  parser.add_argument("--apt-from", default="distill", choices=("distill", "regression"),
+                      help="the one-step model that APT and its ablations start from: the "
+                      "distilled one (the paper) or its L1 fine-tuning")
   parser.add_argument("--smoke", action="store_true", help="tiny everything (CPU check)")
   args, overrides = parser.parse_known_args(argv)
+  terminated = []  # SIGTERM outside a training loop: finish this stage, start no other
+  signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
   stages = args.stages.split(",")
   unknown = sorted(set(stages) - {"vae", "eval", *DIT_STAGES})
   if unknown:
@@ -190,21 +203,22 @@ def main(argv=None) -> int:
   start = time.perf_counter()
   degradation = degradations.override(degradations.preset(base.data.degradation),
                                       {"scale": base.data.scale})
-  videos = [pool_lib.read_video(os.path.join(args.samples, f), a, b)
-            for f, a, b in heldout.TRAIN]
-  pixels = pool_lib.build(videos, 64 if args.smoke else args.pool, tuple(base.data.buckets[0]),
-                          degradation, POOL_SEED, args.workers)
-  timings["pool"] = time.perf_counter() - start
-  print(f"pool: {len(pixels['hq'])} examples {pixels['hq'].shape[1:]} in {timings['pool']:.1f} s",
-        flush=True)
-  latents = None
+  pixels = latents = None
+  if any(s != "eval" and not os.path.isdir(os.path.join(args.out, "bundles", s)) for s in stages):
+    videos = [pool_lib.read_video(os.path.join(args.samples, f), a, b)
+              for f, a, b in heldout.TRAIN]
+    pixels = pool_lib.build(videos, 64 if args.smoke else args.pool,
+                            tuple(base.data.buckets[0]), degradation, POOL_SEED, args.workers)
+    timings["pool"] = time.perf_counter() - start
+    print(f"pool: {len(pixels['hq'])} examples {pixels['hq'].shape[1:]} in "
+          f"{timings['pool']:.1f} s", flush=True)
   for stage in stages:
     path = os.path.join(args.out, "bundles", stage)
     if stage != "eval" and os.path.isdir(path):
       continue
-    if (stage != "eval" and args.deadline is not None
-        and time.perf_counter() - start > args.deadline):
-      print(f"stage {stage}: not started (past the {args.deadline:.0f} s deadline)", flush=True)
+    if stage != "eval" and (terminated or (args.deadline is not None
+                                           and time.perf_counter() - start > args.deadline)):
+      print(f"stage {stage}: not started (SIGTERM or past the deadline)", flush=True)
       continue
     t0 = time.perf_counter()
     if stage == "eval":
@@ -212,12 +226,16 @@ def main(argv=None) -> int:
     elif stage == "vae":
       bundle_lib.save(train_vae(base, pixels, args.out), os.path.abspath(path))
     else:
-      init = os.path.join(args.out, "bundles", STARTS_FROM.get(stage, "distill"))
+      init = os.path.join(args.out, "bundles",
+                          args.apt_from if stage in APT_STAGES else STARTS_FROM[stage])
       if latents is None:
         latents = pool_lib.encode(float32_vae(bundle_lib.load(init, dit=False)), pixels,
                                   batch=8 if args.smoke else 64)
       c = stage_config(stage, args.smoke, overrides)
-      bundle_lib.save(train_dit(stage, c, latents, args.out, init), os.path.abspath(path))
+      bundle, stopped = train_dit(stage, c, latents, args.out, init)
+      bundle_lib.save(bundle, os.path.abspath(path))
+      if stopped:
+        terminated.append(True)
     timings[stage] = time.perf_counter() - t0
     print(f"stage {stage}: {timings[stage]:.1f} s", flush=True)
     json.dump(timings, open(timings_path, "w"), indent=1)

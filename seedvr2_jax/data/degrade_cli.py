@@ -106,12 +106,16 @@ def degrade_file(input_path: str, output_path: str, cfg: ml_collections.ConfigDi
 
 
 def run_cli(input_path: str, output_path: str, config_name: str = degradations.DEFAULT_PRESET,
-            seed: int = 0, overwrite: bool = False) -> int:
-  """`seedvr2-jax degrade INPUT OUTPUT [--config NAME] [--seed N] [--overwrite]`."""
-  params, frames = degrade_file(input_path, output_path, degradations.preset(config_name), seed,
-                                overwrite)
+            seed: int = 0, overwrite: bool = False, scale: int | None = None) -> int:
+  """`seedvr2-jax degrade INPUT OUTPUT [--config NAME] [--scale N] [--seed N] [--overwrite]`."""
+  cfg = degradations.preset(config_name)
+  if scale is not None:
+    if scale < 1:
+      raise InputError(f"--scale must be a positive integer, got {scale}")
+    cfg = degradations.override(cfg, {"scale": scale})
+  params, frames = degrade_file(input_path, output_path, cfg, seed, overwrite)
   h, w = params.lq_hw
   print(f"wrote {output_path}: {frames} frame{'s' * (frames != 1)} of {w}x{h} "
-        f"(preset {config_name}, seed {seed})")
+        f"(preset {config_name}, scale {cfg.scale}, seed {seed})")
   print(f"drawn: {params.summary()}")
   return 0

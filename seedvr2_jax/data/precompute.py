@@ -60,8 +60,8 @@ def load_vae(ckpt_dir: str) -> tuple[VideoAutoencoder, dict[str, np.ndarray]]:
 
 @functools.cache
 def tiny_vae() -> tuple[VideoAutoencoder, dict[str, np.ndarray]]:
-  """The tiny random VAE and text embedding that `restore` uses without a checkpoint (the same
-  seeds as `restore.tiny_models()`, without building its DiT); built once per process."""
+  """A tiny random VAE and text embedding, for runs without a checkpoint (tests, smoke runs);
+  built once per process."""
   from seedvr2_jax.models.dit import config as dit_config
   from seedvr2_jax.models.vae import autoencoder
   from seedvr2_jax.models.vae.config import TINY, VAEConfig

@@ -98,6 +98,10 @@ class Restorer:
     vae_graph, self.vae_state = nnx.split(vae)
     self.txt = jnp.asarray(txt_lc)[None]
     self.mesh = mesh
+    if mesh is not None:  # weights on every device (a loaded checkpoint sits on device 0)
+      replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+      self.dit_state, self.vae_state, self.txt = jax.device_put(
+          (self.dit_state, self.vae_state, self.txt), replicated)
     spec = jax.sharding.PartitionSpec("data", None, None, "sequence", None)
 
     def constrain(x):

@@ -24,21 +24,20 @@ from seedvr2_jax.convert import vae as vae_convert
 from seedvr2_jax.data import video_io
 from seedvr2_jax.errors import InputError
 from seedvr2_jax.infer import clips, pipeline, preprocess
-from seedvr2_jax.models.dit import config as dit_config
 from seedvr2_jax.models.dit.flops import token_grid
-from seedvr2_jax.models.dit.nadit import NaDiT
-from seedvr2_jax.models.vae import config as vae_config
-from seedvr2_jax.models.vae import autoencoder
 from seedvr2_jax.ops import window_plan
 from seedvr2_jax.utils import background
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov")
+TOY_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "assets", "toy")
 NO_CHECKPOINT_NOTE = (
-    "no --checkpoint given: using a tiny randomly initialised model. The output shows the "
-    "pipeline working; it is NOT a restoration. For real restorations download the official "
-    "SeedVR2 weights (huggingface.co/ByteDance-Seed/SeedVR2-3B or -7B: seedvr2_ema_3b.pth, "
-    "ema_vae.pth, pos_emb.pt, neg_emb.pt) and run `seedvr2-jax convert` once, then pass "
-    "--checkpoint DIR.")
+    "no --checkpoint given: using the bundled toy model (experiments/toy/README.md): a "
+    "7.4M-parameter DiT and a 7M-parameter VAE of the SeedVR2 code, trained from scratch on two "
+    "sample clips for 2x restoration of small degraded videos. For real restorations download "
+    "the official SeedVR2 weights (huggingface.co/ByteDance-Seed/SeedVR2-3B or -7B: "
+    "seedvr2_ema_3b.pth, ema_vae.pth, pos_emb.pt, neg_emb.pt) and run `seedvr2-jax convert` "
+    "once, then pass --checkpoint DIR.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,18 +76,12 @@ def output_kind(path: str) -> str:
                    f"folder name without extension for PNG frames)")
 
 
-def tiny_models(seed: int = 0):
-  """A tiny randomly initialised DiT + VAE + text embedding (for demos and tests)."""
-  dit = NaDiT(dit_config.official("3b", **dit_config.TINY["3b"]), nnx.Rngs(seed))
-  vae = autoencoder.random_init(vae_config.VAEConfig(**vae_config.TINY), seed + 1)
-  txt = jax.random.normal(jax.random.key(seed + 2), (58, dit.cfg.txt_in_dim))
-  return dit, vae, txt
-
-
 def load_models(checkpoint: str | None, dtype: str, log):
+  """(DiT, VAE, positive text embedding) of a `convert` / `export-run` directory, or of the
+  bundled toy model without one."""
   if checkpoint is None:
     log(f"note: {NO_CHECKPOINT_NOTE}")
-    return tiny_models()
+    checkpoint = TOY_CHECKPOINT
   numerics = dict(dtype=dtype)
   bundle = bundle_lib.load(checkpoint, param_dtype=dtype, **numerics)
   dit = nnx.merge(dit_convert.abstract_model(bundle.dit_cfg)[0], bundle.dit_state)
