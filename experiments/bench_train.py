@@ -6,6 +6,7 @@ frames per sample.
   python experiments/bench_train.py --runs 3b:1 3b:2 7b:2 --out r.jsonl  # variant:devices
   python experiments/bench_train.py --remat full dots                  # both policies, one build
   python experiments/bench_train.py --objective apt --runs 3b:1 3b:2   # G step + D step
+  python experiments/bench_train.py --objective apt --d-sequential --scan-layers --runs 3b:2
   python experiments/bench_train.py --runs 7b:2 --scan-layers          # blocks under lax.scan
 
 Each run (its own process) builds `configs/train_3b.py`-style state with FSDP over the given
@@ -52,8 +53,9 @@ def run_one(variant: str, devices: int, args) -> list[dict]:
 
   name = "tiny.py" if variant == "tiny" else f"train_{variant}.py"  # tiny: a CPU smoke test
   config = config_lib.load_config(os.path.join(ROOT, "configs", name))
-  latent = (2, 8, 8) if variant == "tiny" else LATENT_720P_21
+  latent = tuple(args.latent) or ((2, 8, 8) if variant == "tiny" else LATENT_720P_21)
   config.objective = args.objective
+  config.apt.d_sequential = args.d_sequential
   config.model.scan_layers = args.scan_layers
   config.mesh.update(data=1, fsdp=devices, sequence=1, tensor=1)
   config.ema_decay = args.ema
@@ -72,7 +74,7 @@ def run_one(variant: str, devices: int, args) -> list[dict]:
   for remat in args.remat:
     run = with_remat(run, remat)
     result = dict(variant=variant, objective=args.objective, scan_layers=args.scan_layers,
-                  devices=devices,
+                  d_sequential=args.d_sequential, latent=latent, devices=devices,
                   device=jax.devices()[0].device_kind,
                   jax=jax.__version__, params=params, remat=remat, ema=args.ema, batch=devices,
                   tokens_per_step=tokens, build_s=build_s)
@@ -114,6 +116,10 @@ def main():
   parser.add_argument("--objective", default="diffusion", choices=["diffusion", "apt"])
   parser.add_argument("--scan-layers", action="store_true",
                       help="run repeating block pairs under lax.scan (model.scan_layers)")
+  parser.add_argument("--d-sequential", action="store_true",
+                      help="APT: the D step's sample groups one at a time (apt.d_sequential)")
+  parser.add_argument("--latent", type=int, nargs=3, default=(), metavar=("T", "H", "W"),
+                      help="latent frames, height, width per sample (default: 720p x 21)")
   parser.add_argument("--ema", type=float, default=0.0, help="EMA decay (0: no EMA copy)")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--steps", type=int, default=5)
@@ -128,6 +134,8 @@ def main():
   for spec in args.runs:
     cmd = [sys.executable, __file__, "--child", "--runs", spec, "--remat", *args.remat,
            "--objective", args.objective, *(["--scan-layers"] if args.scan_layers else []),
+           *(["--d-sequential"] if args.d_sequential else []),
+           *(["--latent", *map(str, args.latent)] if args.latent else []),
            "--ema",
            str(args.ema), "--warmup", str(args.warmup), "--steps", str(args.steps)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -140,7 +148,8 @@ def main():
         with open(args.out, "a") as f:
           f.write(json.dumps(r) + "\n")
       head = (f"{r['objective']} {r['variant']} x{r['devices']} {r['device']} "
-              f"remat={r['remat']}{' scan' if r['scan_layers'] else ''}")
+              f"remat={r['remat']}{' scan' if r['scan_layers'] else ''}"
+              f"{' d-sequential' if r['d_sequential'] else ''}")
       if "error" in r:
         print(f"{head}: {r['error']}", flush=True)
         continue

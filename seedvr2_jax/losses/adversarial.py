@@ -81,20 +81,26 @@ class StepLogits(NamedTuple):
   fake_perturbed: jnp.ndarray
 
 
-def discriminator_step_logits(d_fn: LogitsFn, real: jnp.ndarray, fake: jnp.ndarray,
-                              sigma: float, key: jax.Array, *args) -> StepLogits:
-  """D(real), D(fake), D(real + sigma eps), D(fake + sigma eps') in one call of 4B samples.
+def step_samples(real: jnp.ndarray, fake: jnp.ndarray, sigma: float,
+                 key: jax.Array) -> StepLogits:
+  """The discriminator step's four sample groups: real, fake, real + sigma eps and
+  fake + sigma eps' (a `StepLogits` of samples, in its field order).
 
-  `d_fn(x, *args) -> logits`; `args` (condition, text, timestep, diffusion noise, ...) are tiled,
-  so a sample and its perturbed copy, and real_b and fake_b, share them. With
-    d_fn = lambda x, cond, txt, t, noise: D(noise_to_timestep(x, noise, t), cond, txt, t)[0]
-  the clean samples are perturbed (R1/R2 of D composed with its input noising). Then
+  Scored with d_fn = lambda x: D(noise_to_timestep(x, noise, t), cond, txt, t)[0], the clean
+  samples are perturbed (R1/R2 of D composed with its input noising); then
     loss = w_gan rpgan_d_loss(real, fake) + w_r1 approx_penalty(real, real_perturbed)
            + w_r2 approx_penalty(fake, fake_perturbed).
   """
   real_key, fake_key = jax.random.split(key)
-  samples = (real, fake, perturb(real, sigma, real_key), perturb(fake, sigma, fake_key))
-  return StepLogits(*batched_call(d_fn, samples, *args))
+  return StepLogits(real, fake, perturb(real, sigma, real_key), perturb(fake, sigma, fake_key))
+
+
+def discriminator_step_logits(d_fn: LogitsFn, real: jnp.ndarray, fake: jnp.ndarray,
+                              sigma: float, key: jax.Array, *args) -> StepLogits:
+  """The four groups of `step_samples` scored in one call of 4B samples; `d_fn(x, *args)`
+  with `args` (condition, text, timestep, noise, ...) tiled, so a sample and its perturbed
+  copy, and real_b and fake_b, share them."""
+  return StepLogits(*batched_call(d_fn, step_samples(real, fake, sigma, key), *args))
 
 
 def feature_matching_loss(fake_features: Sequence[jnp.ndarray],

@@ -7,7 +7,7 @@ One jitted step makes both updates (fused), each on its own optimizer:
     constants of G's loss)
       L_G = w_gan RpGAN_G + w_l1 |x0 - hq| + w_fm sum_l |f_l(x0) - sg(f_l(hq))| / layers
   D step: on the same pre-update sample sg(x0), real and fake and their sigma-perturbed copies
-    in one call of 4B samples
+    in one call of 4B samples, or one group at a time (`APTConfig.d_sequential`)
       L_D = w_gan RpGAN_D + w_r1 approx_R1 + w_r2 approx_R2
 Images (one latent frame) use sigma / timestep shift of images, clips those of videos
 (losses/adversarial.py); the clip length is static, so the choice is made at trace time.
@@ -42,6 +42,7 @@ class APTConfig:
   sigma_video: float = adv.SIGMA_VIDEO
   shift_image: float = adv.TIMESTEP_SHIFT_IMAGE
   shift_video: float = adv.TIMESTEP_SHIFT_VIDEO
+  d_sequential: bool = False  # D step: one sample group at a time (discriminator_grads)
 
 
 @flax.struct.dataclass
@@ -81,15 +82,25 @@ def _sigma_and_shift(cfg: APTConfig, latent_frames: int) -> tuple[float, float]:
   return cfg.sigma_video, cfg.shift_video
 
 
+def _score(discriminator, x, cond, txt, t_b, d_noise, txt_len):
+  """(logits (B,), features) of D on `x` noised to t_b with the shared noise `d_noise`."""
+  return discriminator(adv.noise_to_timestep(x, d_noise, t_b), cond, txt, t_b, txt_len)
+
+
+def _score_args(batch: dict, t_b, d_noise) -> tuple:
+  """`_score`'s arguments after the sample: (condition, text, t_b, d_noise, text lengths)."""
+  return (condition.sr_condition(batch["lq"].astype(jnp.float32)), batch["txt_pos"], t_b,
+          d_noise, batch["txt_pos_len"])
+
+
 def generator_loss(generator, discriminator, batch: dict, noise, t_b, d_noise, cfg: APTConfig):
-  """(L_G, (metrics, x0)); `discriminator` is a constant here (frozen during the G step)."""
+  """(L_G, (metrics, x0)); `discriminator` is a constant here (frozen during the G step).
+  D(hq) is its own call: it does not depend on G, so its backward keeps no residuals."""
   hq, lq = batch["hq"].astype(jnp.float32), batch["lq"].astype(jnp.float32)
-  txt, txt_len = batch["txt_pos"], batch["txt_pos_len"]
-  x0 = predict_x0(generator, noise, lq, txt, txt_len)
-  cond = condition.sr_condition(lq)
-  score = lambda x, c, tx, t, n, tl: discriminator(adv.noise_to_timestep(x, n, t), c, tx, t, tl)
-  (fake_logits, fake_feats), (real_logits, real_feats) = adv.batched_call(
-      score, (x0, hq), cond, txt, t_b, d_noise, txt_len)
+  x0 = predict_x0(generator, noise, lq, batch["txt_pos"], batch["txt_pos_len"])
+  args = _score_args(batch, t_b, d_noise)
+  (fake_logits, fake_feats), (real_logits, real_feats) = (
+      _score(discriminator, x, *args) for x in (x0, hq))
   gan = adv.rpgan_g_loss(real_logits, fake_logits)
   l1 = adv.l1_loss(x0, hq)
   fm = adv.feature_matching_loss(fake_feats, real_feats)
@@ -100,22 +111,47 @@ def generator_loss(generator, discriminator, batch: dict, noise, t_b, d_noise, c
   return loss, (metrics, x0)
 
 
-def discriminator_loss(discriminator, batch: dict, fake_x0, t_b, d_noise, key,
-                       cfg: APTConfig):
-  """(L_D, metrics) on the HQ latent and the (constant) generated sample."""
-  hq, lq = batch["hq"].astype(jnp.float32), batch["lq"].astype(jnp.float32)
-  sigma, _ = _sigma_and_shift(cfg, hq.shape[1])
-  d_fn = lambda x, c, tx, t, n, tl: discriminator(adv.noise_to_timestep(x, n, t), c, tx, t,
-                                                  tl)[0]
-  logits = adv.discriminator_step_logits(
-      d_fn, hq, jax.lax.stop_gradient(fake_x0), sigma, key, condition.sr_condition(lq),
-      batch["txt_pos"], t_b, d_noise, batch["txt_pos_len"])
+def discriminator_loss(logits: adv.StepLogits, cfg: APTConfig):
+  """(L_D, metrics) from the D step's logits."""
   gan = adv.rpgan_d_loss(logits.real, logits.fake)
   r1 = adv.approx_penalty(logits.real, logits.real_perturbed)
   r2 = adv.approx_penalty(logits.fake, logits.fake_perturbed)
   loss = cfg.gan * gan + cfg.r1 * r1 + cfg.r2 * r2
   return loss, {"d/gan": gan, "d/r1": r1, "d/r2": r2, "d/real_logit": jnp.mean(logits.real),
                 "d/fake_logit": jnp.mean(logits.fake)}
+
+
+def discriminator_grads(d_graphdef, d_params, d_rest, batch: dict, fake_x0, t_b, d_noise, key,
+                        cfg: APTConfig):
+  """((L_D, metrics), dL_D/d_params) on the HQ latent, the (constant) generated sample and
+  their sigma-perturbed copies.
+
+  Batched (default): the four sample groups in one call of 4B samples. `cfg.d_sequential`: the
+  logits of all four first (forward only), then one group at a time under `lax.scan`, a VJP
+  with that group's logit gradients accumulated: a quarter of the activation memory, for one
+  more forward per group. Equal up to float summation order."""
+  hq = batch["hq"].astype(jnp.float32)
+  sigma, _ = _sigma_and_shift(cfg, hq.shape[1])
+  args = _score_args(batch, t_b, d_noise)
+  logits_of = lambda p, x, *a: _score(nnx.merge(d_graphdef, p, d_rest), x, *a)[0]
+  fake = jax.lax.stop_gradient(fake_x0)
+  if not cfg.d_sequential:
+    loss_of = lambda p: discriminator_loss(adv.discriminator_step_logits(
+        lambda x, *a: logits_of(p, x, *a), hq, fake, sigma, key, *args), cfg)
+    return jax.value_and_grad(loss_of, has_aux=True)(d_params)
+  stacked = jnp.stack(adv.step_samples(hq, fake, sigma, key))
+  logits = jax.lax.map(lambda x: logits_of(d_params, x, *args), stacked)
+  (loss, metrics), logit_grads = jax.value_and_grad(
+      lambda l: discriminator_loss(adv.StepLogits(*l), cfg), has_aux=True)(logits)
+
+  def accumulate(grads, group):
+    x, g = group
+    _, vjp = jax.vjp(lambda p: logits_of(p, x, *args), d_params)
+    return jax.tree.map(jnp.add, grads, vjp(g)[0]), None
+
+  zeros = jax.tree.map(jnp.zeros_like, d_params)
+  grads, _ = jax.lax.scan(accumulate, zeros, (stacked, logit_grads))
+  return (loss, metrics), grads
 
 
 def make_step(graphdef, rest, d_graphdef, d_rest, tx, d_tx, prepare, cfg: APTConfig, *,
@@ -144,9 +180,8 @@ def make_step(graphdef, rest, d_graphdef, d_rest, tx, d_tx, prepare, cfg: APTCon
     if ema is not None:
       ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
 
-    d_loss_of = lambda p: discriminator_loss(nnx.merge(d_graphdef, p, d_rest), latents, x0, t_b,
-                                             d_noise, perturb_key, cfg)
-    (d_loss, d_metrics), d_grads = jax.value_and_grad(d_loss_of, has_aux=True)(state.d_params)
+    (d_loss, d_metrics), d_grads = discriminator_grads(
+        d_graphdef, state.d_params, d_rest, latents, x0, t_b, d_noise, perturb_key, cfg)
     d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
     d_params = optax.apply_updates(state.d_params, d_updates)
 

@@ -9,7 +9,8 @@
   diffusion     flow-matching loss (losses/flow_matching.DiffusionLossConfig)
   distill       progressive distillation: teacher_steps, rounds, steps_per_round, guidance
   optim         AdamW or RMSProp + schedule (train/optim.py); d_optim: the discriminator's
-  apt           adversarial post-training: loss weights, sigmas, timestep shifts (train/apt.py),
+  apt           adversarial post-training: loss weights, sigmas, timestep shifts, d_sequential
+                (the D step's sample groups one at a time, for memory; train/apt.py),
                 discriminator head_layers (() = APT's relative depths) and trunk remat
   ema_decay     0 disables the EMA copy
   batch_size    global batch (samples); accum_steps microbatches per step
