@@ -76,7 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size = 64
     c.data.update(buckets=((1, 96, 96), (17, 96, 96)), bucket_weights=(1, 0),
                   bucket_stages=((75, (0, 1)),))
-    c.optim.update(lr=2e-5, warmup_steps=50)
+    c.optim.update(lr=5e-6, warmup_steps=50)  # the paper's image-stage lr (2e-5 degraded G)
     c.d_optim.update(lr=1e-4, warmup_steps=50)
     c.ema_decay = 0.98
     c.total_steps = 300

@@ -7,6 +7,7 @@ frames per sample.
   python experiments/bench_train.py --remat full dots                  # both policies, one build
   python experiments/bench_train.py --objective apt --runs 3b:1 3b:2   # G step + D step
   python experiments/bench_train.py --objective apt --d-sequential --scan-layers --runs 3b:2
+  python experiments/bench_train.py --objective apt --optimizer rmsprop --runs 3b:1  # APT's
   python experiments/bench_train.py --runs 7b:2 --scan-layers          # blocks under lax.scan
 
 Each run (its own process) builds `configs/train_3b.py`-style state with FSDP over the given
@@ -56,6 +57,7 @@ def run_one(variant: str, devices: int, args) -> list[dict]:
   latent = tuple(args.latent) or ((2, 8, 8) if variant == "tiny" else LATENT_720P_21)
   config.objective = args.objective
   config.apt.d_sequential = args.d_sequential
+  config.optim.name = config.d_optim.name = args.optimizer
   config.model.scan_layers = args.scan_layers
   config.mesh.update(data=1, fsdp=devices, sequence=1, tensor=1)
   config.ema_decay = args.ema
@@ -74,7 +76,8 @@ def run_one(variant: str, devices: int, args) -> list[dict]:
   for remat in args.remat:
     run = with_remat(run, remat)
     result = dict(variant=variant, objective=args.objective, scan_layers=args.scan_layers,
-                  d_sequential=args.d_sequential, latent=latent, devices=devices,
+                  d_sequential=args.d_sequential, optimizer=args.optimizer, latent=latent,
+                  devices=devices,
                   device=jax.devices()[0].device_kind,
                   jax=jax.__version__, params=params, remat=remat, ema=args.ema, batch=devices,
                   tokens_per_step=tokens, build_s=build_s)
@@ -120,6 +123,8 @@ def main():
                       help="APT: the D step's sample groups one at a time (apt.d_sequential)")
   parser.add_argument("--latent", type=int, nargs=3, default=(), metavar=("T", "H", "W"),
                       help="latent frames, height, width per sample (default: 720p x 21)")
+  parser.add_argument("--optimizer", default="adamw", choices=["adamw", "rmsprop"],
+                      help="G's and D's optimizer (rmsprop: APT's, one moment instead of two)")
   parser.add_argument("--ema", type=float, default=0.0, help="EMA decay (0: no EMA copy)")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--steps", type=int, default=5)
@@ -134,7 +139,7 @@ def main():
   for spec in args.runs:
     cmd = [sys.executable, __file__, "--child", "--runs", spec, "--remat", *args.remat,
            "--objective", args.objective, *(["--scan-layers"] if args.scan_layers else []),
-           *(["--d-sequential"] if args.d_sequential else []),
+           *(["--d-sequential"] if args.d_sequential else []), "--optimizer", args.optimizer,
            *(["--latent", *map(str, args.latent)] if args.latent else []),
            "--ema",
            str(args.ema), "--warmup", str(args.warmup), "--steps", str(args.steps)]
@@ -149,7 +154,7 @@ def main():
           f.write(json.dumps(r) + "\n")
       head = (f"{r['objective']} {r['variant']} x{r['devices']} {r['device']} "
               f"remat={r['remat']}{' scan' if r['scan_layers'] else ''}"
-              f"{' d-sequential' if r['d_sequential'] else ''}")
+              f"{' d-sequential' if r['d_sequential'] else ''} {r['optimizer']}")
       if "error" in r:
         print(f"{head}: {r['error']}", flush=True)
         continue

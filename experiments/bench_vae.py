@@ -2,6 +2,7 @@
 
   python experiments/bench_vae.py                      # the default settings below
   python experiments/bench_vae.py --runs encode:21:720x1280:8 decode:21:720x1280:2
+  python experiments/bench_vae.py --runs decode:21:720x1280:1 --profile   # + device time per op
 
 A run is MODE:FRAMES:HxW:CHUNK (CHUNK = frames per encode chunk, latents per decode chunk,
 0 = one pass). Each run is its own process, so peak memory is per run. FLOPs are the convolution
@@ -20,14 +21,15 @@ DEFAULT_RUNS = ["encode:21:720x1280:20", "encode:101:720x1280:20", "encode:21:10
                 "decode:21:720x1280:2", "decode:101:720x1280:2", "decode:21:1080x1920:1"]
 
 
-def run_one(spec: str, iters: int, warmup: int) -> dict:
+def run_one(spec: str, iters: int, warmup: int, profile: bool) -> dict:
   import jax
   import jax.numpy as jnp
   from flax import nnx
 
   from seedvr2_jax.models.vae import autoencoder, codec
   from seedvr2_jax.models.vae import config as vae_config
-  from seedvr2_jax.utils.benchmark import PEAK_TFLOPS, peak_memory_gb, time_jitted
+  from seedvr2_jax.utils.benchmark import (PEAK_TFLOPS, device_time_by_op, peak_memory_gb,
+                                          time_jitted)
   from seedvr2_jax.utils.flops import count_flops
 
   mode, frames, size, chunk = spec.split(":")
@@ -47,6 +49,10 @@ def run_one(spec: str, iters: int, warmup: int) -> dict:
     fn = lambda s, z, c: codec.decode(nnx.merge(graphdef, s), z, chunk_latents=c)
   flops = count_flops(lambda s, v: fn(s, v, None), state, x)
   t = time_jitted(lambda s, v: fn(s, v, chunk), state, x, warmup=warmup, iters=iters)
+  if profile:
+    jitted = jax.jit(lambda s, v: fn(s, v, chunk))
+    jax.block_until_ready(jitted(state, x))
+    t["op_ms"] = device_time_by_op(jitted, state, x)
   return dict(mode=mode, frames=frames, size=f"{width}x{height}", chunk=chunk or 0,
               device=jax.devices()[0].device_kind, jax=jax.__version__, **t,
               fps=frames / t["seconds"], tflop=flops / 1e12, tflops=flops / t["seconds"] / 1e12,
@@ -60,15 +66,17 @@ def main():
   parser.add_argument("--iters", type=int, default=3)
   parser.add_argument("--warmup", type=int, default=1)
   parser.add_argument("--out", default=None, help="append JSON lines here")
+  parser.add_argument("--profile", action="store_true",
+                      help="also trace one call and report device time per HLO op (op_ms)")
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    print(json.dumps(run_one(args.runs[0], args.iters, args.warmup)))
+    print(json.dumps(run_one(args.runs[0], args.iters, args.warmup, args.profile)))
     return
   rows = []
   for spec in args.runs:
     cmd = [sys.executable, __file__, "--child", "--runs", spec, "--iters", str(args.iters),
-           "--warmup", str(args.warmup)]
+           "--warmup", str(args.warmup), *(["--profile"] if args.profile else [])]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
@@ -86,6 +94,8 @@ def main():
           f"(XLA temp {r['temp_gb']:4.1f}) "
           f"compile {r['compile_s']:5.1f} s (process {r['process_s']:.0f} s)  {r['device']}",
           flush=True)
+    for op, ms in r.get("op_ms", {}).items():
+      print(f"  {ms:8.1f} ms  {op}")
 
 
 if __name__ == "__main__":

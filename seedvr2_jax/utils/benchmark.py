@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import collections
+import glob
+import gzip
+import json
+import os
+import re
 import statistics
+import tempfile
 import time
 
 import jax
@@ -32,3 +39,26 @@ def time_jitted(fn, *args, warmup: int = 1, iters: int = 3) -> dict:
 def peak_memory_gb() -> float:
   """Peak bytes in use on the first device since the process started (0 where unsupported)."""
   return (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0) / 1e9
+
+
+def device_time_by_op(fn, *args, top: int = 15) -> dict[str, float]:
+  """Runs `fn(*args)` once under the JAX profiler; returns milliseconds of device (GPU/TPU) time
+  per HLO op name without its numeric suffix (e.g. "cudnn-conv-bias-activation"), largest first
+  (ops XLA groups into a CUDA graph appear as one "command_buffer" entry each)."""
+  with tempfile.TemporaryDirectory() as trace_dir:
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      jax.block_until_ready(fn(*args))
+    path, = glob.glob(os.path.join(trace_dir, "plugins", "profile", "*", "perfetto_trace.json.gz"))
+    with gzip.open(path) as f:
+      return op_times_from_trace(json.load(f)["traceEvents"], top)
+
+
+def op_times_from_trace(events: list[dict], top: int) -> dict[str, float]:
+  """Chrome-trace events -> {HLO op: total ms} over the processes named "/device:..."."""
+  devices = {e["pid"] for e in events
+             if e.get("name") == "process_name" and e["args"]["name"].startswith("/device:")}
+  totals = collections.Counter()
+  for e in events:
+    if e.get("ph") == "X" and e["pid"] in devices and "hlo_op" in e.get("args", {}):
+      totals[re.sub(r"\.\d+$", "", e["args"]["hlo_op"])] += e["dur"] / 1e3
+  return dict(totals.most_common(top))

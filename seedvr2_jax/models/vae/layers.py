@@ -23,7 +23,8 @@ GN_EPS = 1e-6
 CONV_MAX_ELEMENTS = 2**31 - 1
 # Stride-1 temporal kernels run as one 2-D conv over the k_t temporal taps stacked on channels
 # ("fold"; 1.2-1.3x faster than cuDNN's 3-D conv on an H100, experiments/bench_conv.py); the
-# stacked input is built per group of output frames of at most this many elements.
+# stacked input is built per group of output frames of at most this many elements. 1x1x1 convs
+# are matmuls over channels (as 3-D convs, cuDNN ran them channels-first, with transposes).
 FOLD_MAX_ELEMENTS = 2**30
 # Query rows per block of the mid-block attention (bounds the (rows, H*W) logits in memory).
 ATTENTION_QUERY_BLOCK = 4096
@@ -86,7 +87,9 @@ class CausalConv3d(nnx.Module):
     x = padded.x
     batch, out_frames = x.shape[0], (padded.length - kt) // st + 1
     frame = math.prod(x.shape[2:]) * batch
-    if kt > 1 and st == 1:
+    if self.kernel_size == (1, 1, 1) and self.stride == (1, 1, 1):
+      return jnp.einsum("bthwc,cd->bthwd", x, kernel[0, 0, 0]) + bias
+    if st == 1:
       kernel_2d = kernel.transpose(1, 2, 0, 3, 4).reshape(*kernel.shape[1:3], -1, kernel.shape[4])
 
       def conv(a, b):  # output frames [a, b): the kt taps stacked on channels, one 2-D conv
