@@ -3,6 +3,7 @@
   python experiments/bench_vae.py                      # the default settings below
   python experiments/bench_vae.py --runs encode:21:720x1280:8 decode:21:720x1280:2
   python experiments/bench_vae.py --runs decode:21:720x1280:1 --profile   # + device time per op
+  python experiments/bench_vae.py --runs decode:101:720x1280:1 --fold-max-elements 536870912
 
 A run is MODE:FRAMES:HxW:CHUNK (CHUNK = frames per encode chunk, latents per decode chunk,
 0 = one pass). Each run is its own process, so peak memory is per run. FLOPs are the convolution
@@ -21,17 +22,19 @@ DEFAULT_RUNS = ["encode:21:720x1280:20", "encode:101:720x1280:20", "encode:21:10
                 "decode:21:720x1280:2", "decode:101:720x1280:2", "decode:21:1080x1920:1"]
 
 
-def run_one(spec: str, iters: int, warmup: int, profile: bool) -> dict:
+def run_one(spec: str, iters: int, warmup: int, profile: bool, fold_max: int | None) -> dict:
   import jax
   import jax.numpy as jnp
   from flax import nnx
 
-  from seedvr2_jax.models.vae import autoencoder, codec
+  from seedvr2_jax.models.vae import autoencoder, codec, layers
   from seedvr2_jax.models.vae import config as vae_config
   from seedvr2_jax.utils.benchmark import (PEAK_TFLOPS, device_time_by_op, peak_memory_gb,
                                           time_jitted)
   from seedvr2_jax.utils.flops import count_flops
 
+  if fold_max:
+    layers.FOLD_MAX_ELEMENTS = fold_max
   mode, frames, size, chunk = spec.split(":")
   frames, chunk = int(frames), int(chunk) or None
   height, width = (int(v) for v in size.split("x"))
@@ -57,6 +60,7 @@ def run_one(spec: str, iters: int, warmup: int, profile: bool) -> dict:
               device=jax.devices()[0].device_kind, jax=jax.__version__, **t,
               fps=frames / t["seconds"], tflop=flops / 1e12, tflops=flops / t["seconds"] / 1e12,
               mfu=flops / t["seconds"] / 1e12 / PEAK_TFLOPS, peak_gb=peak_memory_gb(),
+              fold_max_elements=layers.FOLD_MAX_ELEMENTS,
               init_s=init_s)
 
 
@@ -66,17 +70,22 @@ def main():
   parser.add_argument("--iters", type=int, default=3)
   parser.add_argument("--warmup", type=int, default=1)
   parser.add_argument("--out", default=None, help="append JSON lines here")
+  parser.add_argument("--fold-max-elements", type=int, default=None,
+                      help="override layers.FOLD_MAX_ELEMENTS (the stacked-taps group size)")
   parser.add_argument("--profile", action="store_true",
                       help="also trace one call and report device time per HLO op (op_ms)")
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    print(json.dumps(run_one(args.runs[0], args.iters, args.warmup, args.profile)))
+    print(json.dumps(run_one(args.runs[0], args.iters, args.warmup, args.profile,
+                             args.fold_max_elements)))
     return
   rows = []
   for spec in args.runs:
     cmd = [sys.executable, __file__, "--child", "--runs", spec, "--iters", str(args.iters),
-           "--warmup", str(args.warmup), *(["--profile"] if args.profile else [])]
+           "--warmup", str(args.warmup), *(["--profile"] if args.profile else []),
+           *(["--fold-max-elements", str(args.fold_max_elements)] if args.fold_max_elements
+             else [])]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
