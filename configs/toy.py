@@ -68,7 +68,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.total_steps = 2000
   elif stage != "diffusion":
     # APT and its ablations: images for the first 75 steps, then 17-frame clips (the paper's
-    # progressive growth); G and D from the distilled one-step model. L1 and feature matching
+    # progressive growth); G and D from a one-step model (`run.py --apt-from`: the distilled
+    # one, as the paper, or its L1 regression, which experiments/toy/README.md uses). L1 and FM
     # weigh 1.0, not the paper's 0.1: with 0.1 the GAN term moved the 6-block generator away
     # from the data within 300 steps (latent L1 0.62 -> 0.70, experiments/toy/README.md).
     c.objective = "apt"

@@ -76,6 +76,8 @@ def main():
                       help="also trace one call and report device time per HLO op (op_ms)")
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.fold_max_elements is not None and args.fold_max_elements <= 0:
+    parser.error(f"--fold-max-elements must be positive, got {args.fold_max_elements}")
   if args.child:
     print(json.dumps(run_one(args.runs[0], args.iters, args.warmup, args.profile,
                              args.fold_max_elements)))

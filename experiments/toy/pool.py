@@ -22,6 +22,7 @@ from seedvr2_jax.diffusion import condition
 from seedvr2_jax.models.vae import codec
 from seedvr2_jax.parallel.mesh import BATCH_AXES
 
+
 def read_video(path: str, start: int = 0, stop: int | None = None) -> np.ndarray:
   """Frames [start, stop) of a video file, (T, H, W, 3) uint8."""
   frames = list(video_io.read_frames(video_io.probe(path)))
