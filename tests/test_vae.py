@@ -192,3 +192,28 @@ def test_conv_frame_groups_equal_one_conv(vae, monkeypatch):
   monkeypatch.setattr(layers, "CONV_MAX_ELEMENTS", 32 * 48 * 8 * 2)
   assert _rel(codec.encode(vae, x), ref_m) < 1e-5
   assert _rel(codec.decode(vae, z), ref_x) < 1e-5
+
+
+@pytest.mark.parametrize("kernel,stride,pad", [((3, 3, 3), (1, 1, 1), ((1, 1), (1, 1))),
+                                               ((3, 3, 3), (2, 2, 2), ((0, 1), (0, 1))),
+                                               ((1, 3, 3), (1, 1, 1), ((1, 1), (1, 1)))])
+def test_first_frame_alone_is_the_conv_of_the_frame_repeated(kernel, stride, pad):
+  """A lone first frame runs as one 2-D conv with the taps' kernels summed; it must equal the
+  general path's conv over the causally padded input (the frame repeated k_t times)."""
+  from flax import nnx
+
+  from seedvr2_jax.models.vae import layers
+  conv = layers.CausalConv3d(vae_config.VAEConfig(), 8, 16, kernel, stride, pad,
+                             rngs=nnx.Rngs(0))
+  conv.cache_key = "conv"
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 1, 10, 12, 8)), jnp.float32)
+  state = CausalState()
+  y = conv(x, state)
+  kt, keep = kernel[0], kernel[0] - stride[0]
+  padded = layers._Padded(jnp.repeat(x, kt - 1, axis=1), x)
+  assert y.shape == (2, 1, 10 // stride[1], 12 // stride[2], 16)
+  assert _rel(y, conv._conv(padded)) < 1e-6
+  if keep:
+    np.testing.assert_array_equal(state.next["conv"], jnp.repeat(x, keep, axis=1))
+  else:
+    assert "conv" not in state.next

@@ -2,7 +2,8 @@
 
 Temporal causality: every 3-D conv sees, in front of its input, either k_t - 1 copies of the
 first frame (the first chunk of a video) or the last k_t - s_t frames of its input in the previous
-chunk (`CausalState`), so a video processed in chunks equals the one-pass result. GroupNorm and
+chunk (`CausalState`), so a video processed in chunks equals the one-pass result. A first frame
+alone in its chunk sees only itself, so its conv sums the temporal taps' kernels. GroupNorm and
 the mid-block attention work per frame, so they need no temporal state.
 """
 
@@ -71,6 +72,12 @@ class CausalConv3d(nnx.Module):
     kt, st = self.kernel_size[0], self.stride[0]
     keep = kt - st
     x = x.astype(self.dtype)
+    if state.first and x.shape[1] == 1:
+      # An image or a video's first frame alone: every tap sees that frame, so the conv is one
+      # 2-D conv with the taps' kernels summed, and the cache is that frame repeated.
+      if keep > 0:
+        state.next[self.cache_key] = jnp.repeat(x, keep, axis=1)
+      return self._conv_first_frame(x)
     if state.first:
       head = jnp.repeat(x[:, :1], kt - 1, axis=1)
     else:
@@ -79,6 +86,13 @@ class CausalConv3d(nnx.Module):
     if keep > 0:
       state.next[self.cache_key] = padded.frames(padded.length - keep, padded.length)
     return self._conv(padded)
+
+  def _conv_first_frame(self, x: jnp.ndarray) -> jnp.ndarray:
+    """(B, 1, H, W, C) -> (B, 1, H', W', C'): the conv of the frame repeated k_t times."""
+    kernel = self.kernel[...].astype(jnp.float32).sum(axis=0).astype(self.dtype)
+    y = jax.lax.conv_general_dilated(x[:, 0], kernel, self.stride[1:], self.spatial_pad,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y[:, None] + self.bias[...].astype(self.dtype)
 
   def _conv(self, padded: "_Padded") -> jnp.ndarray:
     """Valid temporal conv (+ bias) of the padded input, in groups of output frames."""
