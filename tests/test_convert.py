@@ -83,10 +83,25 @@ def test_converter_rejects_corrupted_state_dict(small, corrupt, message):
 def test_convert_export_roundtrip_is_exact(small):
   cfg, sd = small
   _, state = dit_convert.load_state(sd, cfg)
-  exported = {k: np.asarray(v) for k, v in dit_convert.export_state(state, cfg).items()}
+  exported = {k: np.asarray(v) for k, v in dit_convert.export_state(
+      state, cfg, dit_convert.read_rope_buffers(sd, cfg)).items()}
   assert set(exported) == set(sd)
   for key, value in sd.items():
     assert exported[key].dtype == value.dtype and np.array_equal(exported[key], value), key
+
+
+def test_rope_buffer_check_tolerates_ulps_not_other_frequencies(small):
+  """Another float32 `pow` may round the file's buffers differently by an ulp or two; another
+  frequency formula differs by far more than the check's 1e-6 relative tolerance."""
+  cfg, sd = small
+  key = "blocks.0.attn.rope.rope.freqs"
+  for scale, ok in ((1 + 3e-7, True), (1 - 3e-7, True), (1 + 1e-5, False)):
+    changed = dict(sd, **{key: (sd[key] * np.float32(scale)).astype(np.float32)})
+    if ok:
+      dit_convert.check_rope_buffers(changed, cfg)
+    else:
+      with pytest.raises(CheckpointError, match=f"RoPE buffer {key}"):
+        dit_convert.check_rope_buffers(changed, cfg)
 
 
 def test_torch_pickle_reader_matches_torch():

@@ -59,8 +59,8 @@ def test_trunk_reproduces_generator_and_is_a_copy(inputs):
   gen_states, _, _ = generator.hidden_states(vid, txt, t, (0, 1))
   _, features = disc(sample, cond, txt, t)
   assert len(features) == 2
-  for got, want in zip(features, gen_states):
-    np.testing.assert_array_equal(got, want)
+  for got, want in zip(features, gen_states):  # the same math in another program: fusion may differ
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
   for d_leaf, g_leaf in zip(_leaves(disc.trunk), _leaves(generator), strict=True):
     np.testing.assert_array_equal(d_leaf, g_leaf)
     assert d_leaf.unsafe_buffer_pointer() != g_leaf.unsafe_buffer_pointer()

@@ -20,6 +20,7 @@ from seedvr2_jax.infer import clips, colorfix, preprocess
 from seedvr2_jax.metrics import fidelity, lpips
 from seedvr2_jax.models.dit import config as dit_config
 from seedvr2_jax.models.vae import config as vae_config
+from seedvr2_jax.ops import rope as rope_lib
 from seedvr2_jax.utils import background
 
 BIKES = os.path.join(FIXTURES, "media", "bikes_2s.mp4")
@@ -136,7 +137,13 @@ def checkpoint(tmp_path_factory):
   return out
 
 
-def test_convert_export_roundtrip_is_bit_exact(checkpoint, tmp_path):
+@pytest.mark.parametrize("ulps", [0, 1])
+def test_convert_export_roundtrip_is_bit_exact(checkpoint, tmp_path, monkeypatch, ulps):
+  """Export writes the official RoPE buffers it was converted from, whatever the frequencies this
+  platform computes (`ulps` = 1: a numpy whose float32 `pow` rounds every frequency up)."""
+  computed = rope_lib.rope_freqs
+  monkeypatch.setattr(rope_lib, "rope_freqs", lambda *a: np.nextafter(
+      computed(*a), np.float32(np.inf)) if ulps else computed(*a))
   files = bundle.export(checkpoint, str(tmp_path / "exported"), log=lambda *_: None)
   assert files == ["ema_vae.safetensors", "neg_emb.safetensors", "pos_emb.safetensors",
                    "seedvr2_ema_3b.safetensors"]

@@ -2,8 +2,10 @@
 and the model config; made once from the official files, loaded by `restore`, exported back.
 
 Layout (Orbax composite): `config` (JSON: format, DiT and VAE architecture), `dit` and `vae`
-(parameter trees), `text` ({"pos": (58, 5120), "neg": (64, 5120)} embeddings). Orbax writes to a
-temporary directory and renames it when complete.
+(parameter trees), `text` ({"pos": (58, 5120), "neg": (64, 5120)} embeddings) and, for a
+converted model, `buffers` ({"rope_freqs": (num_layers, F)}: the official file's RoPE buffers as
+stored, so that export reproduces them byte for byte). Orbax writes to a temporary directory and
+renames it when complete.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Bundle:
   vae_state: nnx.State
   pos_emb: jax.Array
   neg_emb: jax.Array
+  # (num_layers, F) RoPE buffers of the official file converted from; None when trained here.
+  rope_buffers: np.ndarray | None = None
 
 
 def detect_variant(state_dict) -> str:
@@ -94,6 +98,7 @@ def convert(dit_path: str, vae_path: str, pos_path: str, neg_path: str, out_dir:
     raise CheckpointError(f"{dit_path} holds a {found} DiT but the config is {dit_cfg.variant}")
   log(f"DiT {found}: {len(dit_sd)} tensors from {dit_path}")
   _, dit_state = dit_convert.load_state(dit_sd, dit_cfg)
+  rope_buffers = dit_convert.read_rope_buffers(dit_sd, dit_cfg)
   vae_cfg = dataclasses.replace(vae_cfg or vae_config.VAEConfig(), param_dtype=dtype)
   vae_sd = open_state_dict(vae_path)
   log(f"VAE: {len(vae_sd)} tensors from {vae_path}")
@@ -102,7 +107,7 @@ def convert(dit_path: str, vae_path: str, pos_path: str, neg_path: str, out_dir:
   if pos.shape[1] != dit_cfg.txt_in_dim or neg.shape[1] != dit_cfg.txt_in_dim:
     raise CheckpointError(f"text embeddings {pos.shape}, {neg.shape} do not match the DiT's "
                           f"text width {dit_cfg.txt_in_dim}")
-  bundle = Bundle(dit_cfg, vae_cfg, dit_state, vae_state, pos, neg)
+  bundle = Bundle(dit_cfg, vae_cfg, dit_state, vae_state, pos, neg, rope_buffers)
   save(bundle, out_dir, overwrite=overwrite)
   log(f"wrote {out_dir}")
   return bundle
@@ -111,12 +116,14 @@ def convert(dit_path: str, vae_path: str, pos_path: str, neg_path: str, out_dir:
 def save(bundle: Bundle, out_dir: str, *, overwrite: bool = False) -> None:
   config = {"format": FORMAT, "version": VERSION, "dit": _arch(bundle.dit_cfg),
             "vae": _arch(bundle.vae_cfg), "dtype": bundle.dit_cfg.param_dtype}
+  items = dict(config=ocp.args.JsonSave(config),
+               dit=ocp.args.StandardSave(nnx.to_pure_dict(bundle.dit_state)),
+               vae=ocp.args.StandardSave(nnx.to_pure_dict(bundle.vae_state)),
+               text=ocp.args.StandardSave({"pos": bundle.pos_emb, "neg": bundle.neg_emb}))
+  if bundle.rope_buffers is not None:
+    items["buffers"] = ocp.args.StandardSave({"rope_freqs": bundle.rope_buffers})
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-    checkpointer.save(os.path.abspath(out_dir), force=overwrite, args=ocp.args.Composite(
-        config=ocp.args.JsonSave(config),
-        dit=ocp.args.StandardSave(nnx.to_pure_dict(bundle.dit_state)),
-        vae=ocp.args.StandardSave(nnx.to_pure_dict(bundle.vae_state)),
-        text=ocp.args.StandardSave({"pos": bundle.pos_emb, "neg": bundle.neg_emb})))
+    checkpointer.save(os.path.abspath(out_dir), force=overwrite, args=ocp.args.Composite(**items))
 
 
 def load(ckpt_dir: str, *, param_dtype: str | None = None, dit: bool = True,
@@ -144,6 +151,8 @@ def load(ckpt_dir: str, *, param_dtype: str | None = None, dit: bool = True,
     dit_abstract = dit_convert.abstract_model(dit_cfg)[1] if dit else None
     if dit:
       items["dit"] = ocp.args.StandardRestore(target(dit_abstract))
+    if dit and os.path.isdir(os.path.join(ckpt_dir, "buffers")):
+      items["buffers"] = ocp.args.StandardRestore()
     try:
       restored = checkpointer.restore(ckpt_dir, args=ocp.args.Composite(**items))
     except (ValueError, KeyError) as e:
@@ -152,7 +161,9 @@ def load(ckpt_dir: str, *, param_dtype: str | None = None, dit: bool = True,
     nnx.replace_by_pure_dict(dit_abstract, restored["dit"])
   nnx.replace_by_pure_dict(vae_abstract, restored["vae"])
   text = {k: jnp.asarray(v, jnp.dtype(dtype)) for k, v in restored["text"].items()}
-  return Bundle(dit_cfg, vae_cfg, dit_abstract, vae_abstract, text["pos"], text["neg"])
+  rope_buffers = restored["buffers"]["rope_freqs"] if "buffers" in items else None
+  return Bundle(dit_cfg, vae_cfg, dit_abstract, vae_abstract, text["pos"], text["neg"],
+                None if rope_buffers is None else np.asarray(rope_buffers))
 
 
 def export(ckpt_dir: str, out_dir: str, *, overwrite: bool = False, log=print) -> list[str]:
@@ -162,7 +173,7 @@ def export(ckpt_dir: str, out_dir: str, *, overwrite: bool = False, log=print) -
   bundle = load(ckpt_dir)
   with atomic.atomic_dir(out_dir) as tmp:
     files = {f"seedvr2_ema_{bundle.dit_cfg.variant}.safetensors":
-             dit_convert.export_state(bundle.dit_state, bundle.dit_cfg),
+             dit_convert.export_state(bundle.dit_state, bundle.dit_cfg, bundle.rope_buffers),
              "ema_vae.safetensors": nnx_map.export_state(bundle.vae_state),
              "pos_emb.safetensors": {"pos_emb": np.asarray(bundle.pos_emb)},
              "neg_emb.safetensors": {"neg_emb": np.asarray(bundle.neg_emb)}}

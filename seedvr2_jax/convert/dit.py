@@ -1,7 +1,8 @@
 """Official NaDiT state_dict <-> NNX state of `NaDiT` (name map in `nnx_map`).
 
-RoPE frequency buffers (`blocks.N.attn.rope.rope.freqs`) have no parameter here: they are
-recomputed from the config and checked against the file.
+RoPE frequency buffers (`blocks.N.attn.rope.rope.freqs`) have no parameter here: the model
+recomputes them from the config, the converter checks the file's against them and keeps the file's
+values (`read_rope_buffers`) so that export writes back exactly what was read.
 """
 
 from __future__ import annotations
@@ -36,8 +37,13 @@ def expected_shapes(cfg: NaDiTConfig, abstract_state) -> dict[str, tuple]:
 
 
 def check_rope_buffers(state_dict: Mapping, cfg: NaDiTConfig) -> None:
-  """The stored RoPE frequencies must equal the ones the config implies (up to the rounding of
-  the stored dtype, e.g. bf16 checkpoints)."""
+  """The stored RoPE frequencies must equal the ones the config implies.
+
+  Relative tolerance: the stored dtype's epsilon, at least 1e-6 (8 float32 ulp). float32 `pow`
+  is not correctly rounded in every library (torch's vectorised CPU `pow` and numpy's differ by
+  an ulp on some machines), so an exact comparison would depend on the platform; a wrong formula
+  (another theta, dimension or kind) moves the frequencies by orders of magnitude more.
+  """
   for key in rope_buffer_keys(cfg):
     stored = np.asarray(state_dict[key])
     buf = stored.astype(np.float32)
@@ -46,6 +52,12 @@ def check_rope_buffers(state_dict: Mapping, cfg: NaDiTConfig) -> None:
       fmt = lambda a: "[" + ", ".join(f"{v:.6g}" for v in a) + "]"
       raise CheckpointError(f"RoPE buffer {key} = {fmt(buf)} differs from the {cfg.rope_type} "
                             f"frequencies of the config {fmt(cfg.rope_freqs)}")
+
+
+def read_rope_buffers(state_dict: Mapping, cfg: NaDiTConfig) -> np.ndarray | None:
+  """(num_layers, F) RoPE buffers as stored (dtype kept; None for a model without RoPE)."""
+  keys = rope_buffer_keys(cfg)
+  return np.stack([np.asarray(state_dict[k]) for k in keys]) if keys else None
 
 
 def load_state(state_dict: Mapping, cfg: NaDiTConfig, place=None):
@@ -61,8 +73,15 @@ def load_model(state_dict: Mapping, cfg: NaDiTConfig) -> NaDiT:
   return nnx.merge(*load_state(state_dict, cfg))
 
 
-def export_state(state, cfg: NaDiTConfig) -> dict:
-  """NNX state -> {official key: array (lazily fetched)}, RoPE buffers included."""
+def export_state(state, cfg: NaDiTConfig, rope_buffers: np.ndarray | None = None) -> dict:
+  """NNX state -> {official key: array (lazily fetched)}, RoPE buffers included.
+
+  `rope_buffers` (num_layers, F): the buffers of the file the state was converted from
+  (`read_rope_buffers`), written back unchanged; without them (a model trained here) each block
+  gets the frequencies the model computes.
+  """
   tensors = nnx_map.export_state(state)
-  tensors.update({key: cfg.rope_freqs for key in rope_buffer_keys(cfg)})
+  keys = rope_buffer_keys(cfg)
+  rows = rope_buffers if rope_buffers is not None else [cfg.rope_freqs] * len(keys)
+  tensors.update(dict(zip(keys, rows, strict=True)))
   return tensors
