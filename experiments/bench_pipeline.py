@@ -1,4 +1,4 @@
-"""End-to-end throughput of the Grain training pipeline (`seedvr2_jax.data.pipeline`): random
+"""End-to-end throughput of the Grain training pipeline (`seedvr2_jax.data.batching`): random
 21-frame 1280x720 crops of the videos of a folder, full degradation (preset realesrgan, x4),
 host batches of 2, with 0 (in-process) and 2 worker processes.
 
@@ -30,9 +30,9 @@ BUCKET = (21, 720, 1280)
 
 def stage_seconds(videos: str, clips: int, preset: str) -> dict[str, float]:
   """Mean seconds per clip of each stage, run one after the other in this process."""
-  from seedvr2_jax.data import degradations, pipeline, sources
+  from seedvr2_jax.data import bucketing, degradations, sources
   source = sources.FolderSource(videos)
-  fitting = [source[i] for i in range(len(source)) if pipeline.fits(source[i], BUCKET, 1)]
+  fitting = [source[i] for i in range(len(source)) if bucketing.fits(source[i], BUCKET, 1)]
   cfg = degradations.preset(preset)
   totals = {"decode": 0.0, "degradation": 0.0, "batching": 0.0}
   made = []
@@ -59,10 +59,10 @@ def stage_seconds(videos: str, clips: int, preset: str) -> dict[str, float]:
 
 def end_to_end(videos: str, workers: int, batches: int, preset: str) -> float:
   """clips/s of the pipeline after a warm-up batch."""
-  from seedvr2_jax.data import pipeline
-  cfg = pipeline.default_config()
+  from seedvr2_jax.data import batching
+  cfg = batching.default_config()
   cfg.update(dict(sources=videos, buckets=(BUCKET,), degradation=preset, workers=workers))
-  it = pipeline.make_batches(cfg, batch_size=2, seed=0, process_index=0, process_count=1)
+  it = batching.make_batches(cfg, batch_size=2, seed=0, process_index=0, process_count=1)
   try:
     next(it)
     start = time.perf_counter()

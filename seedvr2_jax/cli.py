@@ -87,9 +87,10 @@ def _export(args) -> int:
 
 
 def _degrade(args) -> int:
-  from seedvr2_jax.data import degrade_cli
-  return degrade_cli.run_cli(args.input, args.output, args.config, args.seed, args.overwrite,
-                            args.scale)
+  from seedvr2_jax.data import degrade_file
+  degrade_file.degrade_with_preset(args.input, args.output, args.config, scale=args.scale,
+                                   seed=args.seed, overwrite=args.overwrite)
+  return 0
 
 
 def _evaluate(args) -> int:
@@ -111,14 +112,14 @@ def _build_dataset(args) -> int:
 
 def _precompute(args) -> int:
   from seedvr2_jax import config_lib
-  from seedvr2_jax.data import pipeline, precompute
+  from seedvr2_jax.data import batching, precompute
   cfg = (config_lib.load_config(args.config).data if args.config
-         else pipeline.default_config())
+         else batching.default_config())
   if args.buckets:
     cfg.buckets = tuple(_bucket(b) for b in args.buckets.split(","))
-  precompute.run(args.data, args.out, checkpoint=args.checkpoint, shards=args.shards,
-                 config=cfg, seed=args.seed, dtype=args.dtype, encode_chunk=args.encode_chunk,
-                 overwrite=args.overwrite)
+  precompute.write_latents(args.data, args.out, checkpoint=args.checkpoint,
+                           shards=args.shards, config=cfg, seed=args.seed, dtype=args.dtype,
+                           encode_chunk=args.encode_chunk, overwrite=args.overwrite)
   return 0
 
 

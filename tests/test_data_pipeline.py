@@ -8,14 +8,16 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 
+import grain
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
-from seedvr2_jax.data import (degradations, pipeline, precompute, sources, tfds_builders,
-                              video_io)
+from seedvr2_jax.data import (batching, bucketing, degradations, precompute, sources,
+                              tfds_builders, video_io)
 from seedvr2_jax.diffusion import condition
 from seedvr2_jax.errors import ConfigError, InputError
 from seedvr2_jax.models.vae import codec
@@ -55,7 +57,7 @@ def media(tmp_path_factory) -> str:
 
 
 def _cfg(sources_spec: str, buckets=((5, 32, 32), (1, 32, 32), (9, 48, 64)), **kw):
-  cfg = pipeline.default_config()
+  cfg = batching.default_config()
   cfg.update(dict(sources=sources_spec, buckets=buckets, degradation="light", **kw))
   return cfg
 
@@ -72,22 +74,22 @@ def _assert_same(a, b):
 
 def test_resume_from_state_gives_the_same_batches(media):
   cfg = _cfg(media)
-  full = _take(pipeline.make_batches(cfg, batch_size=2, seed=3, process_index=0,
+  full = _take(batching.make_batches(cfg, batch_size=2, seed=3, process_index=0,
                                      process_count=1), 5)
   assert len({b["hq"].shape[1:4] for b in full}) >= 2  # several buckets
   for b in full:
     t, h, w = b["hq"].shape[1:4]
     assert b["lq"].shape == (2, t, h // 4, w // 4, 3) and b["lq"].dtype == np.uint8
     assert len(set(b["bucket"].tolist())) == 1
-  it = pipeline.make_batches(cfg, batch_size=2, seed=3, process_index=0, process_count=1)
+  it = batching.make_batches(cfg, batch_size=2, seed=3, process_index=0, process_count=1)
   _take(it, 2)
   state = it.get_state()
   assert state == {"step": 2}
-  resumed = pipeline.make_batches(cfg, batch_size=2, seed=3, process_index=0, process_count=1)
+  resumed = batching.make_batches(cfg, batch_size=2, seed=3, process_index=0, process_count=1)
   resumed.set_state(state)
   for a, b in zip(full[2:], _take(resumed, 3)):
     _assert_same(a, b)
-  other_seed = next(pipeline.make_batches(cfg, batch_size=2, seed=4, process_index=0,
+  other_seed = next(batching.make_batches(cfg, batch_size=2, seed=4, process_index=0,
                                           process_count=1))
   assert not np.array_equal(other_seed["hq"], full[0]["hq"])
 
@@ -98,7 +100,7 @@ def test_two_hosts_see_disjoint_data_and_agree_on_buckets(media):
   assert not keys[0] & keys[1]
   assert keys[0] | keys[1] == set(sources.list_media(media))
   cfg = _cfg(media, bucket_weights=(1, 1, 2))
-  hosts = [pipeline.make_batches(cfg, batch_size=4, seed=0, process_index=h, process_count=2)
+  hosts = [batching.make_batches(cfg, batch_size=4, seed=0, process_index=h, process_count=2)
            for h in range(2)]
   for step in range(6):
     b0, b1 = next(hosts[0]), next(hosts[1])
@@ -109,7 +111,7 @@ def test_two_hosts_see_disjoint_data_and_agree_on_buckets(media):
 
 def test_bucket_schedule_counts_earlier_draws():
   weights = np.asarray([0.2, 0.3, 0.5])
-  schedule = pipeline.BucketSchedule([(0, weights)], seed=1)
+  schedule = bucketing.BucketSchedule([(0, weights)], seed=1)
   steps = range(4090, 4110)  # across a chunk boundary
   draws = [schedule.bucket(s) for s in range(4110)]
   for s in steps:
@@ -123,10 +125,10 @@ def test_bucket_schedule_counts_earlier_draws():
 def test_bucket_stages_grow_the_clips(media):
   """Progressive growth: images first, then 5-frame clips, then a mix with 9-frame clips."""
   cfg = _cfg(media, bucket_weights=(0, 1, 0), bucket_stages=((3, (1, 0, 0)), (5, (1, 0, 3))))
-  batches = pipeline.make_batches(cfg, batch_size=2, seed=0, process_index=0, process_count=1)
+  batches = batching.make_batches(cfg, batch_size=2, seed=0, process_index=0, process_count=1)
   frames = [next(batches)["hq"].shape[1] for _ in range(7)]
   assert frames[:5] == [1, 1, 1, 5, 5] and set(frames[5:]) <= {5, 9}, frames
-  schedule = pipeline.BucketSchedule(pipeline.bucket_stages(cfg, 3), seed=0)
+  schedule = bucketing.BucketSchedule(bucketing.bucket_stages(cfg, 3), seed=0)
   draws = [schedule.bucket(s) for s in range(4100)]
   assert set(draws[:3]) == {1} and set(draws[3:5]) == {0}
   assert abs(np.mean(np.asarray(draws[5:]) == 2) - 0.75) < 0.03
@@ -136,7 +138,7 @@ def test_bucket_stages_grow_the_clips(media):
                           (((4, (1, 1)),), "need 3 non-negative weights"),
                           ((4,), "expected (step, weights)")):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-      pipeline.bucket_stages(_cfg(media, bucket_stages=stages), 3)
+      bucketing.bucket_stages(_cfg(media, bucket_stages=stages), 3)
 
 
 def test_sources_mix_by_weight_and_tfds_source(tmp_path):
@@ -146,7 +148,7 @@ def test_sources_mix_by_weight_and_tfds_source(tmp_path):
       _write_video(str(tmp_path / name / f"{i}.mp4"), _clip(6, 32, 32, 0, colour))
   cfg = _cfg(f"{tmp_path / 'red'}*3,{tmp_path / 'blue'}", buckets=((1, 32, 32),))
   hq = np.concatenate([b["hq"] for b in _take(
-      pipeline.make_batches(cfg, batch_size=8, seed=0, process_index=0, process_count=1), 8)])
+      batching.make_batches(cfg, batch_size=8, seed=0, process_index=0, process_count=1), 8)])
   red = np.mean(hq[:, 0, 16, 16, 0] > 128)
   assert 0.6 < red < 0.9  # 3:1 mix
   data_dir = str(tmp_path / "tfds")
@@ -156,7 +158,7 @@ def test_sources_mix_by_weight_and_tfds_source(tmp_path):
                                                                                          128)
   np.testing.assert_array_equal(source[1].read(2, 3), source[1].read(0, 5)[2:])
   cfg = _cfg("tfds:seedvr2_samples/small:train", buckets=((5, 64, 64),), tfds_data_dir=data_dir)
-  batch = next(pipeline.make_batches(cfg, batch_size=2, seed=0, process_index=0,
+  batch = next(batching.make_batches(cfg, batch_size=2, seed=0, process_index=0,
                                      process_count=1))
   assert batch["hq"].shape == (2, 5, 64, 64, 3) and batch["lq"].shape == (2, 5, 16, 16, 3)
 
@@ -164,23 +166,23 @@ def test_sources_mix_by_weight_and_tfds_source(tmp_path):
 def test_seek_read_matches_decoding_from_the_start():
   info = video_io.probe(os.path.join(MEDIA, "bikes_2s.mp4"))
   frames = [f for _, f in zip(range(35), video_io.read_frames(info))]
-  np.testing.assert_array_equal(np.stack(sources.read_video(info, 30, 5)), np.stack(frames[30:]))
+  np.testing.assert_array_equal(np.stack(video_io.read_video(info, 30, 5)), np.stack(frames[30:]))
 
 
 def test_resize_mode_uses_the_nearest_aspect_bucket(media):
   buckets = ((1, 32, 64), (1, 32, 32))
   wide = sources.Clip(None, 0, 1, 64, 128)
   square = sources.Clip(None, 0, 1, 40, 40)
-  assert pipeline.nearest_aspect(wide, buckets, 1) == 0
-  assert pipeline.nearest_aspect(square, buckets, 1) == 1
+  assert bucketing.nearest_aspect(wide, buckets, 1) == 0
+  assert bucketing.nearest_aspect(square, buckets, 1) == 1
   frame = _clip(1, 64, 96, 3)
   stub = sources.Clip(type("Stub", (), {"read": lambda self, i, start, span: frame})(), 0, 1, 64,
                       96)
-  example = pipeline.PixelExample(((1, 32, 48),), 1, True, degradations.preset("light"))(
-      stub, 0, np.random.default_rng(0))
+  example = batching.PixelExample(1, True, degradations.preset("light"))(
+      stub, (1, 32, 48), np.random.default_rng(0))
   area = frame[0].astype(np.float32).reshape(32, 2, 48, 2, 3).mean((1, 3)).round()
   np.testing.assert_array_equal(example["hq"][0], area)  # the whole frame, downscaled 2x
-  it = pipeline.make_batches(_cfg(media, buckets=((1, 32, 48), (1, 32, 32)), resize=True),
+  it = batching.make_batches(_cfg(media, buckets=((1, 32, 48), (1, 32, 32)), resize=True),
                              batch_size=2, seed=0, process_index=0, process_count=1)
   for _ in range(3):
     batch = next(it)
@@ -196,7 +198,7 @@ def test_corrupt_files_are_skipped_and_counted(media, tmp_path, caplog):
     data = f.read()
   (root / "truncated.mp4").write_bytes(data[:len(data) // 3])
   with caplog.at_level(logging.WARNING, logger="seedvr2_jax.data"):
-    it = pipeline.make_batches(_cfg(str(root), buckets=((5, 32, 32),)), batch_size=2, seed=0,
+    it = batching.make_batches(_cfg(str(root), buckets=((5, 32, 32),)), batch_size=2, seed=0,
                                process_index=0, process_count=1)
   warnings = [r.getMessage() for r in caplog.records]
   assert len(warnings) == 1 and "notes.mp4" in warnings[0] and "truncated.mp4" in warnings[0]
@@ -209,31 +211,58 @@ def test_corrupt_files_are_skipped_and_counted(media, tmp_path, caplog):
   assert metrics["data/skipped_files"] == 2 and metrics["data/decode_failures"] >= 1
 
 
+def test_an_undecodable_item_is_skipped_once_per_examples_object():
+  """The keys that failed to decode are state of the Examples object (one per worker), not of
+  the process: a second object tries them again."""
+  tried = []
+
+  def make(item, bucket_thw, rng):
+    tried.append(item.key)
+    if item.key == "bad":
+      raise InputError("bad: unreadable")
+    return {"bucket_frames": np.int32(bucket_thw[0])}
+
+  stream = grain.MapDataset.source([types.SimpleNamespace(key=k) for k in ("bad", "good")])
+  stream = stream.repeat()
+  schedule = bucketing.BucketSchedule([(0, np.ones(1))], seed=0)
+
+  def examples():
+    return batching.Examples([stream], schedule, ((5, 16, 16),), 1, 0, 0, make)
+
+  first = examples()
+  out = first(0)  # step 0 takes stream position 0: "bad", then a redraw
+  assert out["skipped"] >= 1 and out["bucket_frames"] == 5 and tried[0] == "bad"
+  assert first(2)["skipped"] >= 1  # position 2 is "bad" again: redrawn without decoding
+  assert tried.count("bad") == 1 and first.bad_keys == {"bad"}
+  examples()(0)
+  assert tried.count("bad") == 2
+
+
 def test_start_up_errors(tmp_path, media):
   os.makedirs(tmp_path / "empty")
   with pytest.raises(InputError, match="holds no videos"):
-    pipeline.make_batches(_cfg(str(tmp_path / "empty")), batch_size=1, seed=0, process_index=0,
+    batching.make_batches(_cfg(str(tmp_path / "empty")), batch_size=1, seed=0, process_index=0,
                           process_count=1)
   with pytest.raises(InputError, match=r"bucket 33x64x64 .* larger than every clip"):
-    pipeline.make_batches(_cfg(media, buckets=((33, 64, 64),)), batch_size=1, seed=0,
+    batching.make_batches(_cfg(media, buckets=((33, 64, 64),)), batch_size=1, seed=0,
                           process_index=0, process_count=1)
   with pytest.raises(ConfigError, match="4n\\+1"):
-    pipeline.make_batches(_cfg(media, buckets=((4, 32, 32),)), batch_size=1, seed=0,
+    batching.make_batches(_cfg(media, buckets=((4, 32, 32),)), batch_size=1, seed=0,
                           process_index=0, process_count=1)
   with pytest.raises(ConfigError, match="does not split"):
-    pipeline.make_batches(_cfg(media), batch_size=3, seed=0, process_index=0, process_count=2)
+    batching.make_batches(_cfg(media), batch_size=3, seed=0, process_index=0, process_count=2)
   with pytest.raises(InputError, match="not built"):
     sources.TfdsSource("udm10", split="test", data_dir=str(tmp_path / "tfds"))
   with pytest.raises(InputError, match="every clip is smaller than every bucket"):
-    precompute.run(media, str(tmp_path / "latents"), config=_cfg("", buckets=((33, 64, 64),)),
-                   log=lambda _: None)
+    precompute.write_latents(media, str(tmp_path / "latents"),
+                             config=_cfg("", buckets=((33, 64, 64),)), log=lambda _: None)
   assert not os.path.exists(tmp_path / "latents")
 
 
 def test_global_batch_on_one_device():
   mesh = jax.make_mesh((1, 1), ("data", "fsdp"))
   host = {"hq": np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4), "bucket": np.int32([1, 1])}
-  out = pipeline.global_batch(host, mesh)
+  out = batching.global_batch(host, mesh)
   assert out["hq"].shape == (2, 3, 4) and out["hq"].dtype == np.uint8
   assert out["hq"].sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"), None, None)
   np.testing.assert_array_equal(np.asarray(out["hq"]), host["hq"])
@@ -244,10 +273,10 @@ def test_global_batch_on_eight_devices():
   script = textwrap.dedent("""
       import jax, numpy as np
       jax.config.update("jax_num_cpu_devices", 8)
-      from seedvr2_jax.data import pipeline
+      from seedvr2_jax.data import batching
       mesh = jax.make_mesh((4, 2), ("data", "fsdp"))
       host = {"lq": np.arange(8 * 5, dtype=np.float32).reshape(8, 5)}
-      out = pipeline.global_batch(host, mesh)["lq"]
+      out = batching.global_batch(host, mesh)["lq"]
       assert out.shape == (8, 5) and len(out.addressable_shards) == 8
       for shard in out.addressable_shards:
         np.testing.assert_array_equal(np.asarray(shard.data), host["lq"][shard.index])
@@ -261,10 +290,10 @@ def test_global_batch_on_eight_devices():
 
 def test_worker_processes_give_the_in_process_batches(media):
   cfg = _cfg(media)
-  local = _take(pipeline.make_batches(cfg, batch_size=2, seed=5, process_index=0,
+  local = _take(batching.make_batches(cfg, batch_size=2, seed=5, process_index=0,
                                       process_count=1), 3)
   cfg.workers = 2
-  it = pipeline.make_batches(cfg, batch_size=2, seed=5, process_index=0, process_count=1)
+  it = batching.make_batches(cfg, batch_size=2, seed=5, process_index=0, process_count=1)
   try:
     for a, b in zip(local, _take(it, 3)):
       _assert_same(a, b)
@@ -282,11 +311,12 @@ def test_precompute_latents_match_direct_encoding(tmp_path):
   script = textwrap.dedent(f"""
       import jax
       jax.config.update("jax_num_cpu_devices", 3)
-      from seedvr2_jax.data import pipeline, precompute
-      cfg = pipeline.default_config()
+      from seedvr2_jax.data import batching, precompute
+      cfg = batching.default_config()
       cfg.update(dict(buckets={cfg.buckets!r}, degradation="light", tfds_data_dir={data_dir!r}))
       assert len(jax.local_devices()) == 3
-      precompute.run({spec!r}, {out!r}, config=cfg, shards=2, seed=7, encode_chunk=None)
+      precompute.write_latents({spec!r}, {out!r}, config=cfg, shards=2, seed=7,
+                               encode_chunk=None)
   """)
   result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
@@ -297,19 +327,19 @@ def test_precompute_latents_match_direct_encoding(tmp_path):
       "latents-00000-of-00002.array_record", "latents-00001-of-00002.array_record",
       "meta.json", "text.npz"]
   with pytest.raises(InputError, match="exists"):
-    precompute.run(spec, out, config=cfg, log=lambda _: None)
+    precompute.write_latents(spec, out, config=cfg, log=lambda _: None)
 
   vae, text = precompute.tiny_vae()
   np.testing.assert_array_equal(np.load(os.path.join(out, "text.npz"))["pos"], text["pos"])
   source = sources.TfdsSource("seedvr2_samples/small", data_dir=data_dir)
-  make = pipeline.PixelExample(pipeline.check_buckets(cfg.buckets, 4), 1, False,
-                               degradations.preset("light"))
-  stored = precompute.LatentSource(out)
+  buckets = bucketing.check_buckets(cfg.buckets, 4)
+  make = batching.PixelExample(1, False, degradations.preset("light"))
+  stored = sources.LatentSource(out)
   assert len(stored) == 2
   records = {r["key"]: r for r in (stored[i].read() for i in range(2))}
   encode = nnx.jit(codec.encode)
   for i in range(len(source)):
-    example = make(source[i], 1, np.random.default_rng([7, 0, i]))
+    example = make(source[i], buckets[1], np.random.default_rng([7, 0, i]))
     hq = condition.to_unit(example["hq"][None])
     lq = condition.lq_pixels_at(condition.to_unit(example["lq"][None]), hq.shape)
     record = records[source[i].key]
@@ -318,7 +348,7 @@ def test_precompute_latents_match_direct_encoding(tmp_path):
     np.testing.assert_allclose(record["lq_moments"], encode(vae, lq)[0], atol=1e-4)
 
   cfg.latents = out
-  it = pipeline.make_batches(cfg, batch_size=2, seed=0, process_index=0, process_count=1)
+  it = batching.make_batches(cfg, batch_size=2, seed=0, process_index=0, process_count=1)
   batch = next(it)
   assert it.bucket(0) == (5, 128, 128) and batch["hq_moments"].shape == (2, 2, 16, 16, 32)
   got = sorted(batch["hq_moments"].sum(axis=(1, 2, 3, 4)).tolist())

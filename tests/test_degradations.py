@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
-from seedvr2_jax.data import compression, degrade_cli, degradations, kernels, video_io
+from seedvr2_jax import cli
+from seedvr2_jax.data import compression, degrade_file, degradations, kernels, video_io
 from seedvr2_jax.data.resize import resize, taps
 from seedvr2_jax.errors import ConfigError, InputError
 
@@ -229,16 +230,16 @@ def _decode(path: str) -> np.ndarray:
 
 def test_degrade_file_writes_the_lq_video(tmp_path, capsys):
   out = str(tmp_path / "lq.mp4")
-  assert degrade_cli.run_cli(BIKES, out, "realesrgan", 5) == 0
+  assert cli.main(["degrade", BIKES, out, "--config", "realesrgan", "--seed", "5"]) == 0
   assert "50 frames of 160x68" in capsys.readouterr().out
   info = video_io.probe(out)
   assert (info.kind, info.width, info.height, info.frames, info.fps) == ("video", 160, 68, 50, 25)
   again = str(tmp_path / "again.mp4")
-  degrade_cli.degrade_file(BIKES, again, degradations.default_config(), 5)
+  degrade_file.degrade_file(BIKES, again, degradations.default_config(), 5)
   np.testing.assert_array_equal(_decode(again), _decode(out))
   assert not np.array_equal(_decode(out)[0], _decode(out)[-1])  # a moving scene, not one frame
   with pytest.raises(InputError, match="already exists"):
-    degrade_cli.degrade_file(BIKES, out, degradations.default_config(), 5)
+    degrade_file.degrade_file(BIKES, out, degradations.default_config(), 5)
   assert sorted(os.listdir(tmp_path)) == ["again.mp4", "lq.mp4"]  # no partial files left
 
 
@@ -247,28 +248,29 @@ def test_degraded_file_is_the_codec_pass(bikes, tmp_path, capsys):
   # decodes to `degrade_clip` of the input (640x272 is a multiple of 2 x scale: no crop).
   cfg = degradations.override(degradations.default_config(), {"scale": 2})
   out = str(tmp_path / "lq.mp4")
-  assert degrade_cli.run_cli(BIKES, out, "realesrgan", 9, scale=2) == 0
+  assert cli.main(["degrade", BIKES, out, "--config", "realesrgan", "--seed", "9", "--scale",
+                   "2"]) == 0
   assert "50 frames of 320x136 (preset realesrgan, scale 2, seed 9)" in capsys.readouterr().out
   assert degradations.sample_params(cfg, np.random.default_rng(9), (272, 640),
                                     frames=50).video is not None
   np.testing.assert_array_equal(_decode(out), degradations.degrade_clip(bikes, cfg, 9))
   with pytest.raises(InputError, match="--scale must be a positive integer"):
-    degrade_cli.run_cli(BIKES, str(tmp_path / "x.mp4"), "realesrgan", 9, scale=0)
+    degrade_file.degrade_with_preset(BIKES, str(tmp_path / "x.mp4"), "realesrgan", scale=0)
 
 
 def test_degrade_file_images_and_errors(bikes, tmp_path):
   image = str(tmp_path / "hq.png")
   video_io.write_image(image, np.ascontiguousarray(bikes[0, :50, :70]))
   out = str(tmp_path / "lq.png")
-  params, frames = degrade_cli.degrade_file(image, out, degradations.preset("light"), 1)
+  params, frames = degrade_file.degrade_file(image, out, degradations.preset("light"), 1)
   lq = next(video_io.read_frames(video_io.probe(out)))
   assert frames == 1 and lq.shape == (12, 17, 3) and params.video is None  # 48x68 crop / 4
   first = lq.copy()
-  degrade_cli.degrade_file(image, out, degradations.preset("light"), 1, overwrite=True)
+  degrade_file.degrade_file(image, out, degradations.preset("light"), 1, overwrite=True)
   np.testing.assert_array_equal(next(video_io.read_frames(video_io.probe(out))), first)
   with pytest.raises(InputError, match="no such file"):
-    degrade_cli.degrade_file(str(tmp_path / "missing.mp4"), str(tmp_path / "x.mp4"),
-                             degradations.default_config(), 0)
+    degrade_file.degrade_file(str(tmp_path / "missing.mp4"), str(tmp_path / "x.mp4"),
+                              degradations.default_config(), 0)
   with pytest.raises(InputError, match="must end in .mp4"):
-    degrade_cli.degrade_file(BIKES, str(tmp_path / "x.png"), degradations.default_config(), 0)
+    degrade_file.degrade_file(BIKES, str(tmp_path / "x.png"), degradations.default_config(), 0)
   assert sorted(os.listdir(tmp_path)) == ["hq.png", "lq.png"]

@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from seedvr2_jax.data import png, tfds_builders, video_io
 from seedvr2_jax.data.tfds_builders import common, samples
@@ -34,7 +33,7 @@ def _video(path, clip: np.ndarray) -> np.ndarray:
 
 
 def _records(name: str, data_dir: str, split: str = "test") -> dict:
-  source = tfds.data_source(name, split=split, data_dir=data_dir)
+  source = tfds_builders.builder(name, data_dir=data_dir).as_data_source(split=split)
   return {r["name"].decode(): r for r in (source[i] for i in range(len(source)))}
 
 

@@ -16,7 +16,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from seedvr2_jax import config_lib
-from seedvr2_jax.data import pipeline
+from seedvr2_jax.data import bucketing
 from seedvr2_jax.diffusion import schedule
 from seedvr2_jax.errors import ConfigError
 from seedvr2_jax.losses import adversarial as adv
@@ -443,7 +443,7 @@ def test_pod_configs_hold_the_paper_recipe():
     apt = config_lib.load_config(os.path.join(ROOT, "configs", f"train_{variant}.py:apt"))
     assert (apt.objective, apt.d_optim.lr, apt.d_optim.weight_decay) == ("apt", 1e-6, 0.01)
     assert apt.apt.r1 == apt.apt.r2 == 1000 and apt.apt.l1 == apt.apt.feature_matching == 0.1
-    stages = pipeline.bucket_stages(apt.data, len(apt.data.buckets))
+    stages = bucketing.bucket_stages(apt.data, len(apt.data.buckets))
     assert [b[0] for b in apt.data.buckets if stages[0][1][apt.data.buckets.index(b)]] == [1]
   with pytest.raises(ValueError, match="unknown variant"):
     config_lib.load_config(os.path.join(ROOT, "configs", "train_3b.py:sharp"))

@@ -17,7 +17,7 @@ import os
 import jax
 import numpy as np
 
-from seedvr2_jax.data import degradations, pipeline, video_io
+from seedvr2_jax.data import bucketing, degradations, video_io
 from seedvr2_jax.diffusion import condition
 from seedvr2_jax.models.vae import codec
 from seedvr2_jax.parallel.mesh import BATCH_AXES
@@ -117,8 +117,8 @@ class PoolBatches:
     """Frames per step from `config.data` buckets and bucket_stages (latent frames when the
     arrays are moments)."""
     buckets = tuple(tuple(b) for b in config.data.buckets)
-    schedule = pipeline.BucketSchedule(pipeline.bucket_stages(config.data, len(buckets)),
-                                       config.seed)
+    schedule = bucketing.BucketSchedule(bucketing.bucket_stages(config.data, len(buckets)),
+                                        config.seed)
     latent = "hq_moments" in arrays
     count = lambda t: (t - 1) // temporal_factor + 1 if latent else t
     return cls(arrays, config.batch_size, config.seed, mesh,

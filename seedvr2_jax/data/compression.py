@@ -20,9 +20,8 @@ VIDEO_CODECS = {"libx264": "h264", "libx265": "hevc", "mpeg4": "mpeg4"}  # encod
 CRF_CODECS = ("libx264", "libx265")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
            "veryslow")  # x264 / x265 speed presets
-# libx265 is not deterministic on small noisy pictures (different output run to run at 32x32,
-# 64x64, 32x128, 64x128, 272x32; a heap corruption was seen too): frames are edge-padded to at
-# least this many pixels on each side before encoding (no difference was seen from 128 up).
+# Frames are edge-padded to at least this many pixels on each side before encoding: libx265 is
+# not deterministic on smaller noisy pictures (docs/benchmarks.md).
 MIN_CODED_SIZE = 128
 
 _LUMA_TABLE = np.array([

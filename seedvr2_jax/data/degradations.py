@@ -33,8 +33,8 @@ _KERNEL_PROB = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
 _STAGE_RANGES = ("blur_sigma", "betag_range", "betap_range", "resize_range", "noise_range",
                  "poisson_scale_range", "jpeg_range")  # and the same keys ending in 2
 _VIDEO_RANGES = ("video.crf_range", "video.bpp_range")
-# Frames degraded together: about 1M pixels, so the float temporaries (~12 MB per array) are
-# reused by the allocator instead of being mapped (and page-faulted) anew: 720p runs ~1.5x faster.
+# Frames degraded together: about 1M pixels, so the allocator reuses the float temporaries
+# instead of mapping them anew for every clip (docs/benchmarks.md).
 _CHUNK_PIXELS = 1 << 20
 
 DEFAULT_PRESET = "realesrgan"

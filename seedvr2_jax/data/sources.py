@@ -1,5 +1,6 @@
-"""Random-access clip sources for the Grain pipeline (`grain.MapDataset.source(...)` accepts
-them): a folder of videos and images, or a tfds array_record dataset of PNG-frame clips.
+"""Random-access sources for the Grain pipeline (`grain.MapDataset.source(...)` accepts them):
+clips from a folder of videos and images or from a tfds array_record dataset of PNG-frame clips,
+and the records of a `precompute-latents` directory.
 
 `source[i]` is a `Clip` handle (frame count and size known from the start-up index); its pixels
 are decoded only by `clip.read(start, span)`, i.e. in the worker that needs them. Every host
@@ -11,26 +12,38 @@ that turn out corrupt later, which the pipeline skips and counts.
 A sources spec (config `data.sources`) is a comma-separated list (or a list) of entries
 `DIR` or `tfds:NAME[:SPLIT]`, each optionally followed by `*WEIGHT` (default 1), e.g.
 `/data/videos*3,tfds:seedvr2_samples:train`.
+
+A latents directory (written by data/precompute.py):
+  latents-SSSSS-of-NNNNN.array_record   records: msgpack {hq_moments, lq_moments, bucket, key}
+  meta.json                             buckets, records' buckets per shard, VAE, degradation
+  text.npz                              the text embeddings that go with the VAE (pos[, neg])
+`LatentSource[i]` is a `LatentRecord` handle (bucket known from meta.json), read on `read()`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Sequence
 
 import av
+import grain
 import numpy as np
+from flax import serialization
 
 from seedvr2_jax.data import png, video_io
 from seedvr2_jax.errors import ConfigError, InputError
 
 log = logging.getLogger("seedvr2_jax.data")
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts")
 _PROBE_THREADS = 8
+LATENTS_FORMAT = "seedvr2-jax-latents"
+LATENTS_VERSION = 1
+LATENTS_META = "meta.json"
+LATENTS_TEXT = "text.npz"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -62,25 +75,6 @@ def _checked(frames: list[np.ndarray], key: str, start: int, span: int,
   return np.stack(frames)
 
 
-def read_video(info: video_io.MediaInfo, start: int, span: int) -> list[np.ndarray]:
-  """`span` frames from frame `start`: seeks to the keyframe before it, then decodes forward
-  (frame numbers from timestamps, constant frame rate assumed)."""
-  frames = []
-  with av.open(info.path) as container:
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    origin, base = stream.start_time or 0, stream.time_base
-    if start:
-      container.seek(int(origin + start / info.fps / base), stream=stream, backward=True)
-    for frame in container.decode(stream):
-      if frame.pts is not None and round((frame.pts - origin) * base * info.fps) < start:
-        continue
-      frames.append(frame.to_ndarray(format="rgb24"))
-      if len(frames) == span:
-        break
-  return frames
-
-
 def list_media(root: str) -> list[str]:
   """Video and image files under `root` (recursive, hidden entries skipped), sorted."""
   if not os.path.isdir(root):
@@ -89,7 +83,7 @@ def list_media(root: str) -> list[str]:
   for folder, dirs, files in os.walk(root, followlinks=True):
     dirs[:] = sorted(d for d in dirs if not d.startswith("."))
     found += [os.path.join(folder, f) for f in files if not f.startswith(".")
-              and f.lower().endswith(VIDEO_EXTENSIONS + video_io.IMAGE_EXTENSIONS)]
+              and f.lower().endswith(video_io.VIDEO_EXTENSIONS + video_io.IMAGE_EXTENSIONS)]
   return sorted(found)
 
 
@@ -107,7 +101,7 @@ class FolderSource:
     self.name = root
     files = list_media(root)
     if not files:
-      raise InputError(f"{root}: holds no videos ({'/'.join(VIDEO_EXTENSIONS)}) or images")
+      raise InputError(f"{root}: holds no videos ({'/'.join(video_io.VIDEO_EXTENSIONS)}) or images")
     mine = files[process_index::process_count]
     if not mine:
       raise InputError(f"{root}: {len(files)} file(s) cannot give each of {process_count} "
@@ -139,7 +133,7 @@ class FolderSource:
       if info.kind == "image":
         frames = list(video_io.read_frames(info))[start:start + span]
       else:
-        frames = read_video(info, start, span)
+        frames = video_io.read_video(info, start, span)
     except av.FFmpegError as e:
       raise InputError(f"{info.path}: decoding failed ({e.__class__.__name__})") from None
     return _checked(frames, info.path, start, span, (info.height, info.width))
@@ -182,10 +176,10 @@ class TfdsSource:
     if self._data is None:
       import tensorflow_datasets as tfds
 
-      from seedvr2_jax.data import tfds_builders  # noqa: F401  (registers the builders)
+      from seedvr2_jax.data import tfds_builders
       where = f"tfds:{self.name}:{self.split} in {self.data_dir or 'the default tfds data dir'}"
       try:
-        builder = tfds.builder(self.name, data_dir=self.data_dir)
+        builder = tfds_builders.builder(self.name, data_dir=self.data_dir)
         prepared = builder.is_prepared()
         if prepared:
           self._data = builder.as_data_source(split=self.split)
@@ -253,3 +247,74 @@ def open_sources(spec: str | Sequence[str], *, tfds_data_dir: str | None = None,
       source = FolderSource(target, **shard)
     out.append((source, weight))
   return out
+
+
+def latents_shard_name(shard: int, shards: int) -> str:
+  return f"latents-{shard:05d}-of-{shards:05d}.array_record"
+
+
+def latent_record(hq_moments: np.ndarray, lq_moments: np.ndarray, bucket: int, key: str) -> bytes:
+  """One record of a latents shard, as `LatentSource.read` gives it back."""
+  return serialization.msgpack_serialize({"hq_moments": hq_moments, "lq_moments": lq_moments,
+                                          "bucket": bucket, "key": key})
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LatentRecord:
+  """Record `index` of a LatentSource (bucket known, moments read on `read`)."""
+
+  source: LatentSource
+  index: int
+  bucket: int
+
+  @property
+  def key(self) -> str:
+    return f"{self.source.folder}[{self.source.indices[self.index]}]"
+
+  def read(self) -> dict:
+    return self.source.read(self.index)
+
+
+class LatentSource:
+  """This host's share (records process_index::process_count) of a precompute-latents
+  directory; `source[i]` is a LatentRecord, `read(i)` the stored record."""
+
+  def __init__(self, folder: str, *, process_index: int = 0, process_count: int = 1):
+    self.folder = os.path.abspath(folder)
+    try:
+      with open(os.path.join(self.folder, LATENTS_META)) as f:
+        self.meta = json.load(f)
+    except (OSError, ValueError) as e:
+      raise InputError(f"{folder}: not a latents directory ({e.__class__.__name__}: {e}; make "
+                       f"one with `seedvr2-jax precompute-latents`)") from None
+    if self.meta.get("format") != LATENTS_FORMAT:
+      raise InputError(f"{folder}: unknown latents format {self.meta.get('format')!r}")
+    record_buckets = [b for shard in self.meta["shards"] for b in shard["buckets"]]
+    self.indices = np.arange(process_index, len(record_buckets), process_count)
+    if not len(self.indices):
+      raise InputError(f"{folder}: {len(record_buckets)} record(s) cannot give each of "
+                       f"{process_count} hosts one (host {process_index} gets none)")
+    self.buckets = np.asarray(record_buckets, np.int64)[self.indices]
+    self._data = None
+
+  @property
+  def data(self) -> grain.sources.ArrayRecordDataSource:
+    if self._data is None:
+      self._data = grain.sources.ArrayRecordDataSource(
+          [os.path.join(self.folder, s["file"]) for s in self.meta["shards"]])
+    return self._data
+
+  def __getstate__(self):
+    return {**self.__dict__, "_data": None}
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, i: int) -> LatentRecord:
+    return LatentRecord(self, i, int(self.buckets[i]))
+
+  def read(self, i: int) -> dict:
+    try:
+      return serialization.msgpack_restore(self.data[int(self.indices[i])])
+    except (ValueError, TypeError) as e:
+      raise InputError(f"{self.folder}[{self.indices[i]}]: unreadable record ({e})") from None

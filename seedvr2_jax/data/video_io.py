@@ -21,6 +21,10 @@ import numpy as np
 from seedvr2_jax.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# Video files taken as clips when listing folders (`probe` opens anything FFmpeg demuxes).
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts")
+# Video file names the commands write to (restore, degrade).
+WRITABLE_VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov")
 DEFAULT_FPS = fractions.Fraction(25)
 
 
@@ -100,6 +104,26 @@ def read_frames(info: MediaInfo) -> Iterator[np.ndarray]:
         yield frame.to_ndarray(format="rgb24")
   except av.FFmpegError as e:
     raise InputError(f"{info.path}: decoding failed ({e.__class__.__name__}: {e})") from None
+
+
+def read_video(info: MediaInfo, start: int, span: int) -> list[np.ndarray]:
+  """Up to `span` (H, W, 3) uint8 frames of a video from frame `start`: seeks to the keyframe
+  before it, then decodes forward (frame numbers from timestamps, constant frame rate
+  assumed)."""
+  frames = []
+  with av.open(info.path) as container:
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    origin, base = stream.start_time or 0, stream.time_base
+    if start:
+      container.seek(int(origin + start / info.fps / base), stream=stream, backward=True)
+    for frame in container.decode(stream):
+      if frame.pts is not None and round((frame.pts - origin) * base * info.fps) < start:
+        continue
+      frames.append(frame.to_ndarray(format="rgb24"))
+      if len(frames) == span:
+        break
+  return frames
 
 
 def _temporary(path: str) -> str:

@@ -28,7 +28,6 @@ from seedvr2_jax.models.dit.flops import token_grid
 from seedvr2_jax.ops import window_plan
 from seedvr2_jax.utils import background
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov")
 TOY_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "assets", "toy")
 NO_CHECKPOINT_NOTE = (
@@ -68,7 +67,7 @@ def output_kind(path: str) -> str:
   ext = os.path.splitext(path)[1].lower()
   if not ext:
     return "frames"
-  if ext in VIDEO_EXTENSIONS:
+  if ext in video_io.WRITABLE_VIDEO_EXTENSIONS:
     return "video"
   if ext in video_io.IMAGE_EXTENSIONS:
     return "image"

@@ -15,7 +15,7 @@
   ema_decay     0 disables the EMA copy
   batch_size    global batch (samples); accum_steps microbatches per step
   mesh, dcn_mesh, sharding_rules   device mesh and logical-axis rules (parallel/)
-  data          the Grain pipeline (data/pipeline.py)
+  data          the Grain pipeline (data/batching.py)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import dataclasses
 
 import ml_collections
 
-from seedvr2_jax.data import pipeline
+from seedvr2_jax.data import batching
 from seedvr2_jax.losses.flow_matching import DiffusionLossConfig
 from seedvr2_jax.models.vae.config import VAEConfig
 from seedvr2_jax.parallel.sharding import DEFAULT_RULES
@@ -63,7 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, sequence=1, tensor=1))
   c.dcn_mesh = ml_collections.FieldReference(None, field_type=dict)
   c.sharding_rules = DEFAULT_RULES
-  c.data = pipeline.default_config()
+  c.data = batching.default_config()
   return c
 
 

@@ -1,12 +1,12 @@
 """Batch iterators for the trainer: `next()` -> dict of global jax.Arrays sharded over the
 batch axes; `get_state()` / `set_state()` for checkpoints. Real data: `from_config` (the Grain
-pipeline of data/pipeline.py); `SyntheticMoments` for benchmarks and tests."""
+pipeline of data/batching.py); `SyntheticMoments` for benchmarks and tests."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from seedvr2_jax.data import pipeline
+from seedvr2_jax.data import batching
 
 
 class SyntheticMoments:
@@ -31,7 +31,7 @@ class SyntheticMoments:
       moments = rng.standard_normal(shape, np.float32)
       moments[..., self.channels:] = -4.0  # small posterior variance
       out[name] = moments
-    return pipeline.global_batch(out, self.mesh)
+    return batching.global_batch(out, self.mesh)
 
   def get_state(self) -> dict:
     return {"index": self.index}
@@ -46,8 +46,8 @@ class SyntheticMoments:
     pass
 
 
-def from_config(run) -> pipeline.Batches:
+def from_config(run) -> batching.Batches:
   """The run's Grain pipeline (`config.data`): global batches over the run's mesh."""
   config = run.config
-  return pipeline.make_batches(config.data, batch_size=config.batch_size, seed=config.seed,
+  return batching.make_batches(config.data, batch_size=config.batch_size, seed=config.seed,
                                mesh=run.mesh)

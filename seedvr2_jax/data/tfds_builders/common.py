@@ -1,10 +1,9 @@
 """Shared parts of the builders: clip folders -> PNG frame sequences, GT/LQ pairing, the
 fixed-seed LQ synthesis of the paper's synthetic benchmarks, and the feature specs.
 
-Clips are stored as sequences of PNG frames (lossless). Measured on 10 frames of
-bigbuckbunny.mp4 (1280x720, 27.6 MB raw): PNG 10.5 MB (encode 0.21 s, decode 0.018 s per frame)
-against 18.2 MB for a ZLIB Tensor (decode 0.016 s per frame); PNG frame folders are stored byte
-for byte, without re-encoding.
+Clips are stored as sequences of PNG frames: lossless, smaller than compressed raw tensors at
+about the same decoding cost (docs/benchmarks.md); PNG frame folders are stored byte for byte,
+without re-encoding.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from seedvr2_jax.data import degradations, png, video_io
-from seedvr2_jax.data.sources import VIDEO_EXTENSIONS
 from seedvr2_jax.errors import InputError
 
 # Benchmark LQ clips: x4 with the training degradation ("realesrgan" preset), seeded per clip
@@ -58,7 +56,7 @@ def list_clips(folder: str) -> dict[str, str]:
       continue
     if os.path.isdir(path):
       clips[entry] = path
-    elif ext.lower() in VIDEO_EXTENSIONS:
+    elif ext.lower() in video_io.VIDEO_EXTENSIONS:
       clips[stem] = path
   if not clips:
     raise InputError(f"{folder}: holds no clips (frame folders or videos)")

@@ -21,7 +21,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from seedvr2_jax.data import png, video_io
-from seedvr2_jax.data.sources import read_video
 from seedvr2_jax.data.tfds_builders import common
 from seedvr2_jax.errors import InputError
 
@@ -83,7 +82,7 @@ class Seedvr2Samples(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     for name, path in _videos(folder).items():
       info = video_io.probe(path)
-      frames = np.stack(read_video(info, 0, min(cfg.frames, info.frames)))
+      frames = np.stack(video_io.read_video(info, 0, min(cfg.frames, info.frames)))
       hq = common.crop_to_multiple(frames, 8)
       if cfg.max_size:
         top, left = (max(n - cfg.max_size, 0) // 2 for n in hq.shape[1:3])

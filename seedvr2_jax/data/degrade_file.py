@@ -1,4 +1,4 @@
-"""`seedvr2-jax degrade`: a video or image -> its synthetic LQ version, as training sees it.
+"""A video or image -> its synthetic LQ version, as training sees it (`seedvr2-jax degrade`).
 
 The input is centre-cropped to a multiple of the scale (twice the scale for videos, so the LQ
 size is even for 4:2:0), degraded as ONE clip (one parameter draw for the whole video) in chunks
@@ -25,7 +25,6 @@ import numpy as np
 from seedvr2_jax.data import compression, degradations, video_io
 from seedvr2_jax.errors import InputError
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov")
 FRAMES_PER_READ = 8
 NEAR_LOSSLESS_CRF = 12  # H.264 when the file cannot be the codec pass itself
 
@@ -57,13 +56,13 @@ def _write_encoded(path: str, lq_chunks, spec: compression.VideoSpec, lq_hw: tup
 
 def degrade_file(input_path: str, output_path: str, cfg: ml_collections.ConfigDict, seed: int,
                  overwrite: bool = False) -> tuple[degradations.ClipParams, int]:
-  """Writes the degraded version of a video (to .mp4/.mkv/.mov) or image (to an image file);
-  returns the parameters drawn and the number of frames written."""
+  """Writes the degraded version of a video (to a WRITABLE_VIDEO_EXTENSIONS file) or image (to
+  an image file); returns the parameters drawn and the number of frames written."""
   if os.path.exists(output_path) and not overwrite:
     raise InputError(f"{output_path}: already exists (pass --overwrite to replace it)")
   info = video_io.probe(input_path)
   is_image = info.kind == "image"
-  allowed = video_io.IMAGE_EXTENSIONS if is_image else VIDEO_EXTENSIONS
+  allowed = video_io.IMAGE_EXTENSIONS if is_image else video_io.WRITABLE_VIDEO_EXTENSIONS
   if os.path.splitext(output_path)[1].lower() not in allowed:
     raise InputError(f"{output_path}: the output of a{'n image' if is_image else ' video'} "
                      f"input must end in {'/'.join(allowed)}")
@@ -105,17 +104,20 @@ def degrade_file(input_path: str, output_path: str, cfg: ml_collections.ConfigDi
   return params, written
 
 
-def run_cli(input_path: str, output_path: str, config_name: str = degradations.DEFAULT_PRESET,
-            seed: int = 0, overwrite: bool = False, scale: int | None = None) -> int:
-  """`seedvr2-jax degrade INPUT OUTPUT [--config NAME] [--scale N] [--seed N] [--overwrite]`."""
-  cfg = degradations.preset(config_name)
+def degrade_with_preset(input_path: str, output_path: str,
+                        preset_name: str = degradations.DEFAULT_PRESET, *,
+                        scale: int | None = None, seed: int = 0, overwrite: bool = False,
+                        log=print) -> degradations.ClipParams:
+  """`degrade_file` with degradation preset `preset_name` (its scale replaced by `scale` if
+  given); logs what was written and drawn, returns the parameters drawn."""
+  cfg = degradations.preset(preset_name)
   if scale is not None:
     if scale < 1:
       raise InputError(f"--scale must be a positive integer, got {scale}")
     cfg = degradations.override(cfg, {"scale": scale})
   params, frames = degrade_file(input_path, output_path, cfg, seed, overwrite)
   h, w = params.lq_hw
-  print(f"wrote {output_path}: {frames} frame{'s' * (frames != 1)} of {w}x{h} "
-        f"(preset {config_name}, scale {cfg.scale}, seed {seed})")
-  print(f"drawn: {params.summary()}")
-  return 0
+  log(f"wrote {output_path}: {frames} frame{'s' * (frames != 1)} of {w}x{h} "
+      f"(preset {preset_name}, scale {cfg.scale}, seed {seed})")
+  log(f"drawn: {params.summary()}")
+  return params

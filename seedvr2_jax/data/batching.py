@@ -1,34 +1,33 @@
-"""Training batches with Grain: bucketed random crops of clips, degraded on the fly, one shard
-per host, worker processes, resumable, delivered as global jax.Arrays.
+"""Training batches with Grain, from the sources of data/sources.py: bucketed random crops of
+clips, degraded on the fly (or precomputed latents), one shard per host, worker processes,
+resumable, delivered as global jax.Arrays.
 
-Step s of every host uses bucket `schedule.bucket(s)` (frames, height, width), a function of
-(seed, s) alone, so all hosts agree on the shapes of every step without talking. Each host
-draws its `batch_size / process_count` examples from the clips of its own shard that fit the
-bucket: per (source, bucket), an endless stream of per-epoch shuffles; sources mixed by weight
-(`grain.MapDataset.mix`). Example `slot` of step s is crop + degradation drawn from
+Step s of every host uses bucket `schedule.bucket(s)` (frames, height, width; data/bucketing.py),
+a function of (seed, s) alone, so all hosts agree on the shapes of every step without talking.
+Each host draws its `batch_size / process_count` examples from the clips of its own shard that
+fit the bucket: per (source, bucket), an endless stream of per-epoch shuffles; sources mixed by
+weight (`grain.MapDataset.mix`). Example `slot` of step s is crop + degradation drawn from
 rng(seed, host, s, slot), so a batch depends only on (seed, host, step): the iterator state is
 {"step": s}, identical on all hosts (the trainer saves it once, with Orbax JsonSave) and valid
 for any number of workers.
 
-A clip fits bucket (t, h, w) when it has (t - 1) * frame_stride + 1 frames and at least h x w
-pixels. `resize=False` (the paper: "cropping beat resizing"): a clip serves every bucket it fits,
-with random crops at native resolution. `resize=True`: a clip serves only the fitting bucket of
-the nearest aspect ratio, downscaled (area) until the bucket just covers it, then cropped.
+`resize=False` (the paper: "cropping beat resizing"): a clip serves every bucket it fits, with
+random crops at native resolution. `resize=True`: a clip serves only the fitting bucket of the
+nearest aspect ratio, downscaled (area) until the bucket just covers it, then cropped.
 
 Batch (host-local numpy, or global arrays with a mesh):
   hq     (B, t, h, w, 3) uint8
   lq     (B, t, h / scale, w / scale, 3) uint8: LQ at its own size. The model conditions on the
-         LQ resized to the HQ size (spec 4.3; train/latents.py resizes on device), so the host
-         ships 1/16 of the pixels; uint8 keeps host memory and transfers 4x smaller than f32.
+         LQ resized to the HQ size (train/latents.py resizes on device), so the host ships 1/16
+         of the pixels; uint8 keeps host memory and transfers 4x smaller than f32.
   bucket (B,) int32
-Precomputed latents (`data.latents`, precompute.py) give `hq_moments` / `lq_moments` (B, t', h/8,
-w/8, 2C) posterior mean | logvar instead of pixels.
+Precomputed latents (`data.latents`, a `precompute-latents` directory) give `hq_moments` /
+`lq_moments` (B, t', h/8, w/8, 2C) posterior mean | logvar instead of pixels.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 
 import grain
@@ -36,16 +35,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from seedvr2_jax.data import degradations, resize, sources
+from seedvr2_jax.data import bucketing, degradations, resize, sources
 from seedvr2_jax.errors import ConfigError, InputError
 from seedvr2_jax.parallel.mesh import BATCH_AXES
 
 log = logging.getLogger("seedvr2_jax.data")
 
-SIZE_MULTIPLE = 16  # VAE 8 x DiT patch 2
 MAX_ATTEMPTS = 8  # clips tried for one example before a decoding error stops the run
-_SCHEDULE_CHUNK = 4096
-_BAD_KEYS: set[str] = set()  # clips that failed to decode in this process
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -71,106 +67,8 @@ def default_config() -> ml_collections.ConfigDict:
   return cfg
 
 
-def _bucket(value) -> tuple[int, int, int]:
-  try:
-    t, h, w = (int(v) for v in value)
-  except (TypeError, ValueError):
-    raise ConfigError(f"bucket {value!r} must be 3 integers (frames, height, width)") from None
-  return t, h, w
-
-
-def check_buckets(buckets: Sequence, scale: int) -> tuple[tuple[int, int, int], ...]:
-  """(frames, height, width) buckets, validated: frames 4n + 1, sizes multiples of 16 and of
-  `scale`."""
-  out = tuple(_bucket(b) for b in buckets)
-  if not out:
-    raise ConfigError("data.buckets is empty")
-  for t, h, w in out:
-    if t < 1 or t % 4 != 1:
-      raise ConfigError(f"bucket {t}x{h}x{w}: frames must be 4n+1 (1, 5, 9, ...)")
-    if h <= 0 or w <= 0 or h % SIZE_MULTIPLE or w % SIZE_MULTIPLE or h % scale or w % scale:
-      raise ConfigError(f"bucket {t}x{h}x{w}: height and width must be positive multiples of "
-                        f"{SIZE_MULTIPLE} and of the scale {scale}")
-  return out
-
-
-def normalized_weights(values: Sequence[float], n: int, what: str) -> np.ndarray:
-  """`values` (or n equal weights when empty) scaled to sum to 1; ConfigError if unusable."""
-  w = np.ones(n) if not len(values) else np.asarray(values, np.float64)
-  if w.shape != (n,) or not (w >= 0).all() or not w.sum() > 0:
-    raise ConfigError(f"{what} {tuple(values)}: need {n} non-negative weights, not all zero")
-  return w / w.sum()
-
-
 def _seed(*parts: int) -> int:
   return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
-class BucketSchedule:
-  """bucket(step): drawn from rng(seed, step // 4096) with the weights of the stage holding
-  `step` (`stages`: (first step, weights), the first at step 0); occurrence(step): how many
-  earlier steps drew the same bucket. Same values on every host."""
-
-  def __init__(self, stages: Sequence[tuple[int, np.ndarray]], seed: int):
-    self.starts = np.asarray([start for start, _ in stages])
-    cdfs = np.stack([np.cumsum(w) for _, w in stages])
-    self.cdfs = cdfs / cdfs[:, -1:]
-    self.seed, self.buckets = seed, self.cdfs.shape[1]
-    self._counts = [np.zeros(self.buckets, np.int64)]  # per chunk: draws before it
-
-  def _chunk(self, c: int) -> np.ndarray:
-    # As Generator.choice(p=w) draws: uniforms looked up in the cumulative weights.
-    uniform = np.random.default_rng([self.seed, 0x5EED, c]).random(_SCHEDULE_CHUNK)
-    steps = c * _SCHEDULE_CHUNK + np.arange(_SCHEDULE_CHUNK)
-    cdf = self.cdfs[np.searchsorted(self.starts, steps, side="right") - 1]
-    return (uniform[:, None] >= cdf).sum(axis=1)
-
-  def bucket(self, step: int) -> int:
-    return int(self._chunk(step // _SCHEDULE_CHUNK)[step % _SCHEDULE_CHUNK])
-
-  def occurrence(self, step: int) -> int:
-    c, i = divmod(step, _SCHEDULE_CHUNK)
-    counts = self._counts
-    if len(counts) <= c:  # extend a copy: threads may call this concurrently
-      counts = list(counts)
-      while len(counts) <= c:
-        draws = self._chunk(len(counts) - 1)
-        counts.append(counts[-1] + np.bincount(draws, minlength=self.buckets))
-      self._counts = counts
-    chunk = self._chunk(c)
-    b = chunk[i]
-    return int(counts[c][b] + np.count_nonzero(chunk[:i] == b))
-
-
-def bucket_stages(cfg: ml_collections.ConfigDict, n: int) -> list[tuple[int, np.ndarray]]:
-  """[(first step, normalised weights)] from data.bucket_weights and data.bucket_stages."""
-  stages = [(0, normalized_weights(cfg.bucket_weights, n, "data.bucket_weights"))]
-  for stage in cfg.bucket_stages:
-    try:
-      start, weights = int(stage[0]), stage[1]
-    except (TypeError, ValueError, IndexError):
-      raise ConfigError(f"data.bucket_stages entry {stage!r}: expected (step, weights)") from None
-    if start <= stages[-1][0]:
-      raise ConfigError(f"data.bucket_stages: steps must increase from 1, got {start} after "
-                        f"{stages[-1][0]}")
-    stages.append((start, normalized_weights(weights, n, f"data.bucket_stages at {start}")))
-  return stages
-
-
-def fits(clip, bucket: tuple[int, int, int], stride: int) -> bool:
-  t, h, w = bucket
-  return clip.frames >= (t - 1) * stride + 1 and clip.height >= h and clip.width >= w
-
-
-def nearest_aspect(clip, buckets, stride: int) -> int | None:
-  """The fitting bucket whose aspect ratio is nearest the clip's (ties: larger area, then more
-  frames, then the first); None if none fits."""
-  fitting = [i for i, b in enumerate(buckets) if fits(clip, b, stride)]
-  if not fitting:
-    return None
-  aspect = math.log(clip.width / clip.height)
-  return min(fitting, key=lambda i: (abs(aspect - math.log(buckets[i][2] / buckets[i][1])),
-                                     -buckets[i][1] * buckets[i][2], -buckets[i][0], i))
 
 
 def bucket_streams(members: Sequence[Sequence[list]], weights: Sequence[float], seed: int,
@@ -196,16 +94,16 @@ def bucket_streams(members: Sequence[Sequence[list]], weights: Sequence[float], 
 
 
 class PixelExample:
-  """(clip, bucket, rng) -> {"hq", "lq"}: temporal + spatial crop (after the `resize` downscale),
-  then the degradation."""
+  """(clip, (t, h, w) bucket, rng) -> {"hq", "lq"}: temporal + spatial crop (after the `resize`
+  downscale), then the degradation, all drawn from rng."""
 
-  def __init__(self, buckets, stride: int, resize_to_bucket: bool,
+  def __init__(self, stride: int, resize_to_bucket: bool,
                degradation: ml_collections.ConfigDict):
-    self.buckets, self.stride, self.resize = buckets, stride, resize_to_bucket
-    self.degradation = degradation
+    self.stride, self.resize, self.degradation = stride, resize_to_bucket, degradation
 
-  def __call__(self, clip: sources.Clip, bucket: int, rng: np.random.Generator) -> dict:
-    t, h, w = self.buckets[bucket]
+  def __call__(self, clip: sources.Clip, bucket_thw: tuple[int, int, int],
+               rng: np.random.Generator) -> dict:
+    t, h, w = bucket_thw
     span = (t - 1) * self.stride + 1
     start = int(rng.integers(clip.frames - span + 1))
     frames = clip.read(start, span)[::self.stride]
@@ -222,15 +120,27 @@ class PixelExample:
     return {"hq": hq, "lq": degradations.degrade_clip(hq, self.degradation, rng)}
 
 
+def latent_example(record: sources.LatentRecord, _bucket_thw, _rng) -> dict:
+  """(record, bucket, rng) -> {"hq_moments", "lq_moments"}: the stored posterior moments. The
+  bucket is the record's and nothing is drawn (train/latents.py samples on device)."""
+  stored = record.read()
+  return {"hq_moments": stored["hq_moments"], "lq_moments": stored["lq_moments"]}
+
+
 class Examples:
   """Host example index k -> example dict, a pure function of (seed, host, k): step k // B,
-  slot k % B. A clip that fails to decode is replaced by a draw from the same bucket (up to
-  MAX_ATTEMPTS); `skipped` counts the failures."""
+  slot k % B, made by `make(item, buckets[b], rng)` from an item of bucket b's stream. An item
+  that fails to decode is replaced by a draw from the same bucket (up to MAX_ATTEMPTS) and not
+  tried again by this process (`bad_keys`: each worker process has its own); `skipped` counts
+  the failures."""
 
-  def __init__(self, streams: list[grain.MapDataset], schedule: BucketSchedule, host_batch: int,
-               seed: int, process_index: int, make: Callable):
-    self.streams, self.schedule, self.host_batch = streams, schedule, host_batch
-    self.seed, self.process_index, self.make = seed, process_index, make
+  def __init__(self, streams: list[grain.MapDataset], schedule: bucketing.BucketSchedule,
+               buckets: Sequence[tuple[int, int, int]], host_batch: int, seed: int,
+               process_index: int, make: Callable[..., dict]):
+    self.streams, self.schedule, self.buckets = streams, schedule, buckets
+    self.host_batch, self.seed, self.process_index, self.make = (host_batch, seed, process_index,
+                                                                 make)
+    self.bad_keys: set[str] = set()
 
   def __call__(self, k: int) -> dict:
     step, slot = divmod(int(k), self.host_batch)
@@ -243,12 +153,12 @@ class Examples:
       if attempt:
         position = int(np.random.default_rng([*ids, attempt, 1]).integers(len(stream)))
       item = stream[position]
-      if item.key in _BAD_KEYS:
+      if item.key in self.bad_keys:
         continue
       try:
-        out = self.make(item, bucket, np.random.default_rng([*ids, attempt]))
+        out = self.make(item, self.buckets[bucket], np.random.default_rng([*ids, attempt]))
       except InputError as e:
-        _BAD_KEYS.add(item.key)
+        self.bad_keys.add(item.key)
         log.warning("skipping a clip that cannot be decoded: %s", e)
         error = e
         continue
@@ -281,7 +191,7 @@ class Batches:
 
   def bucket(self, step: int) -> tuple[int, int, int]:
     """(frames, height, width) of step `step` (the same on every host)."""
-    return self.examples.make.buckets[self.examples.schedule.bucket(step)]
+    return self.examples.buckets[self.examples.schedule.bucket(step)]
 
   def _start(self):
     b = self.examples.host_batch
@@ -340,13 +250,12 @@ def make_batches(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int,
   if batch_size % pc:
     raise ConfigError(f"batch size {batch_size} does not split over {pc} hosts")
   if cfg.latents:
-    from seedvr2_jax.data import precompute
-    return precompute.latent_batches(cfg, batch_size=batch_size // pc, seed=seed, mesh=mesh,
-                                     process_index=pi, process_count=pc)
+    return _latent_batches(cfg, batch_size=batch_size // pc, seed=seed, mesh=mesh,
+                           process_index=pi, process_count=pc)
   stride = int(cfg.frame_stride)
   if stride < 1:
     raise ConfigError(f"data.frame_stride={stride} must be >= 1")
-  buckets = check_buckets(cfg.buckets, cfg.scale)
+  buckets = bucketing.check_buckets(cfg.buckets, cfg.scale)
   degradation = degradations.override(degradations.preset(cfg.degradation),
                                       {"scale": int(cfg.scale)})
   opened = sources.open_sources(cfg.sources, tfds_data_dir=cfg.tfds_data_dir or None,
@@ -357,12 +266,12 @@ def make_batches(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int,
     for i in range(len(source)):
       clip = source[i]
       if cfg.resize:
-        b = nearest_aspect(clip, buckets, stride)
+        b = bucketing.nearest_aspect(clip, buckets, stride)
         if b is not None:
           per_bucket[b].append(clip)
       else:
         for b, bucket in enumerate(buckets):
-          if fits(clip, bucket, stride):
+          if bucketing.fits(clip, bucket, stride):
             per_bucket[b].append(clip)
     members.append(per_bucket)
 
@@ -370,18 +279,42 @@ def make_batches(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int,
     clips = [source[i] for source, _ in opened for i in range(len(source))]
     t, h, w = buckets[b]
     name = f"bucket {t}x{h}x{w} (frames x height x width, frame stride {stride})"
-    if any(fits(c, buckets[b], stride) for c in clips):
+    if any(bucketing.fits(c, buckets[b], stride) for c in clips):
       return (f"{name} is no clip's nearest aspect ratio on host {pi} (data.resize=True): "
               f"drop it or add data of that shape")
     return (f"{name} is larger than every clip of host {pi}'s data (longest "
             f"{max(c.frames for c in clips)} frames, largest {max(c.height for c in clips)}x"
             f"{max(c.width for c in clips)} px): use a smaller bucket or other data")
 
-  stages = bucket_stages(cfg, len(buckets))
+  stages = bucketing.bucket_stages(cfg, len(buckets))
   used = np.any([weights > 0 for _, weights in stages], axis=0)
   streams = bucket_streams(members, [w for _, w in opened], seed, used, describe)
-  schedule = BucketSchedule(stages, seed)
-  examples = Examples(streams, schedule, batch_size // pc, seed, pi,
-                      PixelExample(buckets, stride, bool(cfg.resize), degradation))
+  schedule = bucketing.BucketSchedule(stages, seed)
+  examples = Examples(streams, schedule, buckets, batch_size // pc, seed, pi,
+                      PixelExample(stride, bool(cfg.resize), degradation))
   skipped = sum(len(source.skipped) for source, _ in opened)
   return Batches(examples, cfg, mesh, skipped)
+
+
+def _latent_batches(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int, mesh,
+                    process_index: int, process_count: int) -> Batches:
+  """Batches of precomputed moments (`cfg.latents`), bucketed as the pixel pipeline over the
+  buckets of the latents, each drawn in proportion to its records (the same on every host).
+  batch_size is per host."""
+  source = sources.LatentSource(cfg.latents, process_index=process_index,
+                                process_count=process_count)
+  buckets = tuple(tuple(b) for b in source.meta["buckets"])
+  counts = np.bincount([b for s in source.meta["shards"] for b in s["buckets"]],
+                       minlength=len(buckets))
+  members = [[[source[i] for i in range(len(source)) if source.buckets[i] == b]
+              for b in range(len(buckets))]]
+
+  def describe(b: int) -> str:
+    return (f"{cfg.latents}: no record of bucket {'x'.join(map(str, buckets[b]))} for host "
+            f"{process_index} of {process_count}")
+
+  streams = bucket_streams(members, [1.0], seed, counts > 0, describe)
+  schedule = bucketing.BucketSchedule([(0, counts / counts.sum())], seed)
+  examples = Examples(streams, schedule, buckets, batch_size, seed, process_index,
+                      latent_example)
+  return Batches(examples, cfg, mesh, int(source.meta["skipped"]))
