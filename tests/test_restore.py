@@ -19,8 +19,8 @@ from seedvr2_jax.errors import CheckpointError, InputError
 from seedvr2_jax.infer import clips, colorfix, preprocess
 from seedvr2_jax.metrics import fidelity, lpips
 from seedvr2_jax.models.dit import config as dit_config
+from seedvr2_jax.models.dit import rope as rope_lib
 from seedvr2_jax.models.vae import config as vae_config
-from seedvr2_jax.ops import rope as rope_lib
 from seedvr2_jax.utils import background
 
 BIKES = os.path.join(FIXTURES, "media", "bikes_2s.mp4")

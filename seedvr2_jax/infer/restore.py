@@ -24,8 +24,8 @@ from seedvr2_jax.convert import vae as vae_convert
 from seedvr2_jax.data import video_io
 from seedvr2_jax.errors import InputError
 from seedvr2_jax.infer import clips, pipeline, preprocess
+from seedvr2_jax.models.dit import window_plan
 from seedvr2_jax.models.dit.flops import token_grid
-from seedvr2_jax.ops import window_plan
 from seedvr2_jax.utils import background
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov")

@@ -14,8 +14,8 @@ from typing import Any
 
 from seedvr2_jax.errors import ConfigError
 from seedvr2_jax.ops import attention as attention_lib
-from seedvr2_jax.ops import rope as rope_lib
-from seedvr2_jax.ops import window_plan
+from seedvr2_jax.models.dit import rope as rope_lib
+from seedvr2_jax.models.dit import window_plan
 
 VARIANTS = ("3b", "7b")
 MLP_TYPES = ("swiglu", "normal")

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from seedvr2_jax.models.dit import layers
-from seedvr2_jax.models.dit.attention import build_context
+from seedvr2_jax.models.dit.window_attention import build_context
 from seedvr2_jax.models.dit.block import NaMMSRTransformerBlock
 from seedvr2_jax.models.dit.config import NaDiTConfig
 
