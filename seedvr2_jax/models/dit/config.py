@@ -98,7 +98,8 @@ class NaDiTConfig:
       raise ConfigError(f"unknown attention_backend {self.attention_backend!r}; "
                         f"expected one of {attention_lib.BACKENDS}")
     if self.remat not in REMAT_POLICIES:
-      raise ConfigError(f"unknown remat policy {self.remat!r}; expected one of {tuple(REMAT_POLICIES)}")
+      raise ConfigError(f"unknown remat policy {self.remat!r}; expected one of "
+                        f"{tuple(REMAT_POLICIES)}")
     if self.rope_type not in (None, *rope_lib.ROPE_KINDS):
       raise ConfigError(f"unknown rope_type {self.rope_type!r}")
     window = _per_layer_windows(self.window, self.num_layers)
