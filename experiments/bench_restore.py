@@ -8,8 +8,8 @@ real video, and peak GPU memory.
 A run is FRAMES:LQ_HxW:OUT_HxW (output area as the official --resolution). Stages: each is
 jitted with the weights as arguments and timed on device-resident inputs (median of --iters
 after a warm-up); I/O is PyAV decoding of the LQ clip plus H.264 encoding of the output, on the
-host. End to end: `restore.run` (one clip, as the official code) on an H.264 file of the LQ
-clip made from the real sample video tests/fixtures/media/bikes_2s.mp4 (played forwards and
+host. End to end: `restore.restore_media` (one clip, as the official code) on an H.264 file of
+the LQ clip made from the real sample video tests/fixtures/media/bikes_2s.mp4 (played forwards and
 backwards to reach FRAMES), once cold (tracing and compilation included) and once with the
 persistent compilation cache filled. Each run is its own process.
 """
@@ -49,7 +49,8 @@ def run_one(spec: str, iters: int, tiny: bool) -> dict:
   from flax import nnx
 
   from seedvr2_jax.data import video_io
-  from seedvr2_jax.infer import colorfix, pipeline, preprocess, restore
+  from seedvr2_jax.infer import colorfix, one_step, preprocess, restore
+  from seedvr2_jax.infer.options import RestoreOptions
   from seedvr2_jax.models.dit import config as dit_config
   from seedvr2_jax.models.dit.nadit import NaDiT
   from seedvr2_jax.models.vae import config as vae_config
@@ -68,7 +69,7 @@ def run_one(spec: str, iters: int, tiny: bool) -> dict:
   dit_graph, dit_state = nnx.split(dit)
   vae_graph, vae_state = nnx.split(vae)
   txt = jax.random.normal(jax.random.key(2), (58, dit.cfg.txt_in_dim), jnp.bfloat16)
-  opts = pipeline.RestoreOptions()
+  opts = RestoreOptions()
   size = preprocess.output_size(lq_h, lq_w, resolution=(out_h, out_w))
   raw = np.random.default_rng(0).integers(0, 256, (frames, lq_h, lq_w, 3), np.uint8)
   rows = {}
@@ -82,18 +83,18 @@ def run_one(spec: str, iters: int, tiny: bool) -> dict:
   with_vae = lambda fn: lambda state, *a: fn(nnx.merge(vae_graph, state), *a)
   pre = stage("preprocess", lambda x: preprocess.preprocess(x / 255.0, size), jnp.asarray(raw))
   padded = preprocess.pad_frames(pre)[None]
-  eps_shape, noise_shape = pipeline.noise_shapes(vae, pre[None].shape)
-  eps = jax.random.normal(jax.random.key(3), eps_shape)
-  noise = jax.random.normal(jax.random.key(4), noise_shape)
-  lq_latent = stage("encode", with_vae(lambda v, x, e: pipeline.encode_lq(v, x, e, opts)),
+  latent_shape = one_step.latent_shape(vae, pre[None].shape)
+  eps = jax.random.normal(jax.random.key(3), latent_shape)
+  noise = jax.random.normal(jax.random.key(4), latent_shape)
+  lq_latent = stage("encode", with_vae(lambda v, x, e: one_step.encode_lq(v, x, e, opts)),
                     vae_state, padded, eps)
-  x0 = stage("dit", lambda s, n, c, t: pipeline.predict_x0(nnx.merge(dit_graph, s), n, c, t),
+  x0 = stage("dit", lambda s, n, c, t: one_step.predict_x0(nnx.merge(dit_graph, s), n, c, t),
              dit_state, noise, lq_latent, txt[None])
-  decoded = stage("decode", with_vae(lambda v, x: pipeline.decode_x0(v, x, opts)),
+  decoded = stage("decode", with_vae(lambda v, x: one_step.decode_x0(v, x, opts)),
                   vae_state, x0)[0, :frames]
-  stage("colorfix", lambda d, p: pipeline.to_uint8(colorfix.color_fix(d, p, "wavelet")),
+  stage("colorfix", lambda d, p: one_step.to_uint8(colorfix.color_fix(d, p, "wavelet")),
         decoded, pre)
-  output = np.asarray(pipeline.to_uint8(decoded))
+  output = np.asarray(one_step.to_uint8(decoded))
   del lq_latent, x0, decoded, eps, noise, padded
 
   with tempfile.TemporaryDirectory() as tmp:
@@ -114,13 +115,13 @@ def run_one(spec: str, iters: int, tiny: bool) -> dict:
     real = os.path.join(tmp, "bikes_lq.mp4")
     lq_video(real, frames, lq_h, lq_w)
     jax.config.update("jax_compilation_cache_dir", os.path.join(tmp, "xla_cache"))
-    request = restore.Request(real, os.path.join(tmp, "restored.mp4"), resolution=(out_h, out_w),
-                              dtype=dtype, overwrite=True)
+    e2e_options = RestoreOptions(resolution=(out_h, out_w), dtype=dtype, overwrite=True)
     e2e = []
     for _ in range(2):
       start = time.perf_counter()
-      written = restore.run(request, log=lambda *_: None, progress_stream=open(os.devnull, "w"),
-                            models=(dit, vae, txt))
+      written = restore.restore_media(real, os.path.join(tmp, "restored.mp4"), e2e_options,
+                                      log=lambda *_: None, progress_stream=open(os.devnull, "w"),
+                                      models=(dit, vae, txt))
       e2e.append(time.perf_counter() - start)
     assert written == frames
   model_s = sum(rows[k]["seconds"] for k in ("preprocess", "encode", "dit", "decode", "colorfix"))

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from seedvr2_jax.errors import ConfigError, SeedVR2Error
+from seedvr2_jax.infer import options as restore_options
 
 
 def _parity(args) -> int:
@@ -59,8 +60,14 @@ def _restore(args) -> int:
   from seedvr2_jax.infer import restore
   jax.config.update("jax_compilation_cache_dir", os.environ.get(
       "JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/seedvr2-jax/xla")))
-  fields = {f: getattr(args, f) for f in restore.Request.__dataclass_fields__}
-  restore.run(restore.Request(**fields))
+  options = restore_options.RestoreOptions(
+      checkpoint=args.checkpoint, resolution=args.resolution, short_side=args.short_side,
+      scale=args.scale, colorfix=args.colorfix, seed=args.seed, dtype=args.dtype,
+      clip_frames=args.clip_frames, clip_overlap=args.clip_overlap, max_frames=args.max_frames,
+      encode_chunk=args.encode_chunk, decode_chunk=args.decode_chunk, tile=args.tile,
+      tile_overlap=args.tile_overlap, sequence_parallel=args.sequence_parallel, crf=args.crf,
+      overwrite=args.overwrite, dry_run=args.dry_run)
+  restore.restore_media(args.input, args.output, options)
   return 0
 
 
@@ -174,31 +181,40 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--overwrite", action="store_true")
   p.set_defaults(run=_export)
 
+  default = restore_options.RestoreOptions()  # the size flags stay None: the options decide
   p = sub.add_parser("restore", help="restore a video, image or frame folder in one step")
   p.add_argument("input", help="video file, image, or folder of PNG/JPG frames")
   p.add_argument("output", help=".mp4/.mkv/.mov, an image file, or a folder for PNG frames")
-  p.add_argument("--checkpoint", help="directory made by `seedvr2-jax convert` or `export-run` "
-                 "(default: the bundled toy model)")
+  p.add_argument("--checkpoint", default=default.checkpoint,
+                 help="directory made by `seedvr2-jax convert` or `export-run` (default: the "
+                      "bundled toy model)")
   size = p.add_mutually_exclusive_group()
   size.add_argument("--resolution", type=_size,
-                    help="HxW: output area H*W, input aspect kept (official; default 720x1280)")
+                    help="HxW: output area H*W, input aspect kept (official; default %s)"
+                         % "x".join(map(str, restore_options.DEFAULT_RESOLUTION)))
   size.add_argument("--short-side", type=int, help="output short side in pixels")
   size.add_argument("--scale", type=float, help="output size = input size x S")
-  p.add_argument("--colorfix", choices=["wavelet", "adain", "none"], default="wavelet")
-  p.add_argument("--seed", type=int, default=666)
-  p.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
+  p.add_argument("--colorfix", choices=restore_options.COLORFIX_MODES, default=default.colorfix)
+  p.add_argument("--seed", type=int, default=default.seed)
+  p.add_argument("--dtype", choices=restore_options.DTYPES, default=default.dtype,
                  help="auto: bfloat16 on GPU, float32 elsewhere")
-  p.add_argument("--clip-frames", type=int,
+  p.add_argument("--clip-frames", type=int, default=default.clip_frames,
                  help="frames per clip for long videos (default: the whole video, as official)")
-  p.add_argument("--clip-overlap", type=int, default=8, help="frames cross-faded between clips")
-  p.add_argument("--max-frames", type=int, help="restore only the first N frames")
-  p.add_argument("--encode-chunk", type=int, default=4, help="VAE encode chunk (frames, 4k)")
-  p.add_argument("--decode-chunk", type=int, default=1, help="VAE decode chunk (latent frames)")
-  p.add_argument("--tile", type=_size, help="HxW VAE spatial tile in pixels (very large frames)")
-  p.add_argument("--tile-overlap", type=int, default=64, help="tile overlap in pixels")
-  p.add_argument("--sequence-parallel", type=int, default=1,
+  p.add_argument("--clip-overlap", type=int, default=default.clip_overlap,
+                 help="frames cross-faded between clips")
+  p.add_argument("--max-frames", type=int, default=default.max_frames,
+                 help="restore only the first N frames")
+  p.add_argument("--encode-chunk", type=int, default=default.encode_chunk,
+                 help="VAE encode chunk (frames, 4k)")
+  p.add_argument("--decode-chunk", type=int, default=default.decode_chunk,
+                 help="VAE decode chunk (latent frames)")
+  p.add_argument("--tile", type=_size, default=default.tile,
+                 help="HxW VAE spatial tile in pixels (very large frames)")
+  p.add_argument("--tile-overlap", type=int, default=default.tile_overlap,
+                 help="tile overlap in pixels")
+  p.add_argument("--sequence-parallel", type=int, default=default.sequence_parallel,
                  help="devices that share one clip (the rest run clips in parallel)")
-  p.add_argument("--crf", type=int, default=18, help="H.264 quality (lower is better)")
+  p.add_argument("--crf", type=int, default=default.crf, help="H.264 quality (lower is better)")
   p.add_argument("--overwrite", action="store_true", help="replace an existing output")
   p.add_argument("--dry-run", action="store_true", help="print the plan, restore nothing")
   p.set_defaults(run=_restore)

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from seedvr2_jax.models.dit import window_attention as wattn
+from seedvr2_jax.models.dit import window_plan as wp
 from seedvr2_jax.ops import attention as attention_lib
-from seedvr2_jax.ops import window_attention as wattn
-from seedvr2_jax.ops import window_plan as wp
 
 pytestmark = pytest.mark.gpu
 

@@ -17,6 +17,7 @@ from seedvr2_jax.convert.safetensors_io import SafetensorsFile, save_file
 from seedvr2_jax.convert.state_dict import open_state_dict
 from seedvr2_jax.errors import CheckpointError
 from seedvr2_jax.models.dit import config as dit_config
+from seedvr2_jax.utils import atomic
 
 TORCH = os.path.join(FIXTURES, "torch_pickle")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -145,6 +146,25 @@ def test_safetensors_roundtrip_and_atomic_write(tmp_path):
   assert back.metadata == {"format": "np"} and list(os.listdir(tmp_path)) == ["t.safetensors"]
   for k, v in tensors.items():
     assert back[k].dtype == np.asarray(v).dtype and np.array_equal(back[k], v)
+
+
+def test_atomic_writes_replace_whole_or_leave_nothing(tmp_path):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "old.txt").write_text("old")
+  with pytest.raises(KeyError):  # a failed write keeps what was there and leaves no temporary
+    with atomic.atomic_dir(str(out)) as tmp:
+      open(os.path.join(tmp, "new.txt"), "w").close()
+      raise KeyError("stop")
+  assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(out) == ["old.txt"]
+  with atomic.atomic_path(str(out)) as tmp:  # a file replaces a directory
+    with open(tmp, "w") as f:
+      f.write("new")
+  assert out.read_text() == "new" and sorted(os.listdir(tmp_path)) == ["out"]
+  with pytest.raises(FileExistsError):
+    atomic.write_text(str(out), "newer")
+  atomic.write_text(str(out), "newer", overwrite=True)
+  assert out.read_text() == "newer"
 
 
 @pytest.mark.parametrize("name,payload,message", [

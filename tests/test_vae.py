@@ -1,5 +1,6 @@
 """Causal video VAE: chunked == one pass, frame/size rules, tiling, bf16, converter names."""
 
+import functools
 import json
 import os
 
@@ -7,13 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from conftest import PARITY_A
 from seedvr2_jax.convert import nnx_map
 from seedvr2_jax.convert import vae as vae_convert
 from seedvr2_jax.convert.state_dict import open_state_dict
 from seedvr2_jax.errors import CheckpointError, ConfigError, InputError
-from seedvr2_jax.models.vae import codec, tiling
+from seedvr2_jax.models.vae import codec, layers, tiling
 from seedvr2_jax.models.vae import config as vae_config
 from seedvr2_jax.models.vae.layers import CausalState
 
@@ -113,6 +115,52 @@ def test_tile_weights_partition_unity_and_local_ops_are_exact():
                              atol=1e-6)
   np.testing.assert_allclose(tiling.tiled_step(up, plan, 1, 8)(z, CausalState()), up(z, None),
                              atol=1e-6)
+
+
+def _conv_stack(*modules):
+  """A step(x, state) running `modules` in order, with the per-conv cache keys the VAE sets."""
+  for i, module in enumerate(modules):
+    for path, node in nnx.iter_graph(module):
+      if isinstance(node, layers.CausalConv3d):
+        node.cache_key = "/".join(map(str, (i, *path)))
+  return lambda x, state: functools.reduce(lambda h, m: m(h, state), modules, x)
+
+
+@pytest.mark.parametrize("direction", ["encode", "decode"])
+def test_conv_stack_tiled_with_its_reach_in_the_margin_equals_untiled(direction):
+  """Causal convs (3x3 kernels) with strides 1 and 2: encode-like (4 input pixels per latent)
+  and decode-like (an upsampler: 2 output pixels per latent). A tile's outputs are wrong within
+  the stack's reach of an inner edge (zero padding instead of the neighbour's pixels); the blend
+  gives them weight 0 when that reach fits in a quarter of the overlap, and then the tiled
+  output equals the untiled one. With a margin one latent smaller it does not.
+
+  Reach per axis, in latents (the plan's unit):
+    encode: latent n reads input pixels [4n - 7, 4n + 13], so it is wrong within 2 latents of
+      a tile's left edge and 3 of its right edge: exact from an overlap of 12 (margin 3);
+    decode: output pixel p reads latents [p // 2 - 2, (p + 2) // 2 + 1], wrong within 2
+      latents of either edge: exact from an overlap of 8 (margin 2)."""
+  cfg = vae_config.VAEConfig()
+  rngs = nnx.Rngs(0)
+  conv = lambda cin, cout, kernel=(3, 3, 3), **kw: layers.CausalConv3d(cfg, cin, cout, kernel,
+                                                                       rngs=rngs, **kw)
+  down = dict(stride=(2, 2, 2), spatial_pad=((0, 1), (0, 1)))
+  if direction == "encode":
+    step = _conv_stack(conv(3, 4), conv(4, 4, **down), conv(4, 4),
+                       conv(4, 4, (1, 3, 3), stride=(1, 2, 2), spatial_pad=((0, 1), (0, 1))),
+                       conv(4, 2))
+    x, scales, tile, exact = _video(5, 96, 128), (4, 1), (16, 20), 12
+  else:
+    step = _conv_stack(conv(2, 4), layers.Upsample3D(cfg, 4, False, rngs=rngs), conv(4, 3))
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 3, 24, 32, 2)), jnp.float32)
+    scales, tile, exact = (1, 2), (12, 16), 8
+  untiled = step(x, CausalState())
+  errors = {}
+  for overlap in (exact - 4, exact):
+    plan = tiling.tile_plan((24, 32), tile, (overlap, overlap))
+    assert plan.count >= 4 and plan.margin == (overlap // 4,) * 2
+    tiled = tiling.tiled_step(step, plan, *scales)(x, CausalState())
+    errors[overlap] = _rel(tiled, untiled)
+  assert errors[exact] < 1e-6 and errors[exact - 4] > 1e-3, errors
 
 
 def test_single_tile_equals_untiled(vae):

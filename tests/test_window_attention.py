@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seedvr2_jax.ops import window_attention as wattn
-from seedvr2_jax.ops import window_plan as wp
+from seedvr2_jax.models.dit import window_attention as wattn
+from seedvr2_jax.models.dit import window_plan as wp
 
 
 def dense_reference(q, k, v, qt, kt, vt, txt_len, windows, grid):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from seedvr2_jax.ops import window_plan as wp
+from seedvr2_jax.models.dit import window_plan as wp
 
 
 def _axis_sizes(windows, axis):

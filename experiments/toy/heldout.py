@@ -16,7 +16,8 @@ from flax import nnx
 
 from seedvr2_jax.data import degradations
 from seedvr2_jax.diffusion import condition
-from seedvr2_jax.infer import pipeline
+from seedvr2_jax.infer import one_step
+from seedvr2_jax.infer.options import RestoreOptions
 from seedvr2_jax.metrics import fidelity
 from seedvr2_jax.metrics import lpips as lpips_lib
 
@@ -53,7 +54,7 @@ def bicubic(lq_thwc: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
   """The LQ clip upsampled to the HQ size as the model's input is (uint8)."""
   x = condition.lq_pixels_at(condition.to_unit(jnp.asarray(lq_thwc)[None]),
                              (1, lq_thwc.shape[0], *hw, 3))[0]
-  return np.asarray(pipeline.to_uint8(x))
+  return np.asarray(one_step.to_uint8(x))
 
 
 class Restore:
@@ -71,7 +72,7 @@ class Restore:
 
   def __call__(self, lq_thwc, hw):
     if hw not in self._restorers:
-      self._restorers[hw] = pipeline.Restorer(*self.models, pipeline.RestoreOptions(), hw)
+      self._restorers[hw] = one_step.Restorer(*self.models, RestoreOptions(), hw)
     keys = jax.random.split(jax.random.key(0), 1)
     return np.asarray(self._restorers[hw](lq_thwc[None], keys)[0])
 

@@ -16,6 +16,7 @@ import ml_dtypes
 import numpy as np
 
 from seedvr2_jax.errors import CheckpointError
+from seedvr2_jax.utils import atomic
 
 DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
@@ -79,7 +80,7 @@ class SafetensorsFile(Mapping):
 
 def save_file(tensors: Mapping[str, np.ndarray], path: str,
               metadata: Mapping[str, str] | None = None) -> None:
-  """Writes tensors to `path` atomically (temp file, then rename).
+  """Writes tensors to `path` atomically (`utils.atomic`).
 
   Values need `.shape` and `.dtype` (numpy or jax arrays); each is materialised on the host only
   while it is written, so host memory stays at about one tensor.
@@ -97,15 +98,9 @@ def save_file(tensors: Mapping[str, np.ndarray], path: str,
     header["__metadata__"] = dict(metadata)
   blob = json.dumps(header, separators=(",", ":")).encode()
   blob += b" " * (-len(blob) % 8)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    with open(tmp, "wb") as f:
-      f.write(struct.pack("<Q", len(blob)))
-      f.write(blob)
-      for name, value in tensors.items():
-        arr = np.ascontiguousarray(np.asarray(value))
-        f.write(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
+    f.write(struct.pack("<Q", len(blob)))
+    f.write(blob)
+    for name, value in tensors.items():
+      arr = np.ascontiguousarray(np.asarray(value))
+      f.write(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())

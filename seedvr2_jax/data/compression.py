@@ -172,7 +172,7 @@ def video(frames_thwc: np.ndarray, spec: VideoSpec) -> np.ndarray:
   enc = av.CodecContext.create(spec.codec, "w")
   spec.configure(enc, frames.shape[2], frames.shape[1], pixels=h * w)
   # Out-of-band headers, as in an mp4 (rate control counts header bits): the same frames written
-  # to a file (`degrade_cli`) decode to what this returns.
+  # to a file (`degrade_file`) decode to what this returns.
   enc.flags |= av.codec.context.Flags.global_header
   packets = [p for i, frame in enumerate(frames) for p in enc.encode(to_yuv420(frame, i))]
   packets += enc.encode(None)

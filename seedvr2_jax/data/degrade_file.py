@@ -24,6 +24,7 @@ import numpy as np
 
 from seedvr2_jax.data import compression, degradations, video_io
 from seedvr2_jax.errors import InputError
+from seedvr2_jax.utils import atomic
 
 FRAMES_PER_READ = 8
 NEAR_LOSSLESS_CRF = 12  # H.264 when the file cannot be the codec pass itself
@@ -36,22 +37,15 @@ def _chunks(frames, size: int):
 
 def _write_encoded(path: str, lq_chunks, spec: compression.VideoSpec, lq_hw: tuple[int, int]):
   """Encodes the LQ frames with `spec` into `path` (via a temporary name)."""
-  root, ext = os.path.splitext(path)
-  tmp = f"{root}.partial-{os.getpid()}{ext}"
-  try:
-    with av.open(tmp, mode="w") as container:
-      stream = container.add_stream(spec.codec, rate=spec.fps)
-      spec.configure(stream.codec_context, lq_hw[1], lq_hw[0])
-      pts = 0
-      for chunk in lq_chunks:
-        for frame in chunk:
-          container.mux(stream.encode(compression.to_yuv420(frame, pts)))
-          pts += 1
-      container.mux(stream.encode(None))
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with atomic.atomic_path(path) as tmp, av.open(tmp, mode="w") as container:
+    stream = container.add_stream(spec.codec, rate=spec.fps)
+    spec.configure(stream.codec_context, lq_hw[1], lq_hw[0])
+    pts = 0
+    for chunk in lq_chunks:
+      for frame in chunk:
+        container.mux(stream.encode(compression.to_yuv420(frame, pts)))
+        pts += 1
+    container.mux(stream.encode(None))
 
 
 def degrade_file(input_path: str, output_path: str, cfg: ml_collections.ConfigDict, seed: int,

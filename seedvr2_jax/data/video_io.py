@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 import fractions
 import os
-import shutil
 from collections.abc import Iterator
 
 import av
 import numpy as np
 
 from seedvr2_jax.errors import InputError
+from seedvr2_jax.utils import atomic
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # Video files taken as clips when listing folders (`probe` opens anything FFmpeg demuxes).
@@ -126,21 +126,18 @@ def read_video(info: MediaInfo, start: int, span: int) -> list[np.ndarray]:
   return frames
 
 
-def _temporary(path: str) -> str:
-  root, ext = os.path.splitext(path)
-  return f"{root}.partial-{os.getpid()}{ext}"
-
-
 class VideoWriter:
   """Writes frames to an mp4 (H.264) or a PNG folder; nothing appears at `path` until `close()`
-  succeeds. Use as a context manager: an exception discards the partial output."""
+  succeeds, and an existing `path` is only replaced with `overwrite`. Use as a context manager:
+  an exception discards the partial output."""
 
   def __init__(self, path: str, fps: fractions.Fraction, *, crf: int = 18,
                audio_from: str | None = None, overwrite: bool = False):
     self.path, self.fps, self.crf, self.audio_from = path, fps, crf, audio_from
-    self.overwrite = overwrite
     self.to_frames = not os.path.splitext(path)[1]
-    self.tmp = _temporary(path)
+    if os.path.exists(path) and not overwrite:
+      raise InputError(f"{path} exists (pass --overwrite to replace it)")
+    self.tmp = atomic.temporary_path(path)
     self._container = self._stream = None
     self._audio_source = self._audio_stream = None
     self.count = 0
@@ -175,14 +172,9 @@ class VideoWriter:
         except (av.FFmpegError, ValueError):
           self._audio_stream = None  # codec not storable in mp4: keep the video only
 
-  def _commit(self) -> None:
-    if self.overwrite and os.path.isdir(self.path):
-      shutil.rmtree(self.path)
-    os.replace(self.tmp, self.path)
-
   def close(self) -> None:
     if self.to_frames:
-      self._commit()
+      atomic.commit(self.tmp, self.path)
       return
     if self._container is None:
       raise InputError(f"{self.path}: no frames to write")
@@ -194,7 +186,7 @@ class VideoWriter:
           packet.stream = self._audio_stream
           self._container.mux(packet)
     self._close_containers()
-    self._commit()
+    atomic.commit(self.tmp, self.path)
 
   def _close_containers(self) -> None:
     for container in (self._container, self._audio_source):
@@ -203,10 +195,7 @@ class VideoWriter:
 
   def discard(self) -> None:
     self._close_containers()
-    if os.path.isdir(self.tmp):
-      shutil.rmtree(self.tmp)
-    elif os.path.exists(self.tmp):
-      os.remove(self.tmp)
+    atomic.discard(self.tmp)
 
   def __enter__(self):
     return self
@@ -231,13 +220,8 @@ def _write_still(path: str, frame: np.ndarray, codec: str = "png", pix_fmt: str 
 
 def write_image(path: str, frame: np.ndarray) -> None:
   """A single image (PNG, or JPEG for other extensions), written atomically."""
-  tmp = _temporary(path)
-  try:
+  with atomic.atomic_path(path) as tmp:
     if path.lower().endswith(".png"):
       _write_still(tmp, frame)
     else:
       _write_still(tmp, frame, "mjpeg", "yuvj444p")
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)

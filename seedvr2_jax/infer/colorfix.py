@@ -12,7 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-COLORFIX_MODES = ("wavelet", "adain", "none")
+from seedvr2_jax.infer.options import COLORFIX_MODES
+
 _KERNEL = jnp.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16.0
 
 

@@ -2,12 +2,11 @@
 
 Plan (sizes, clips, windows, memory) -> load models -> stream frames through clips
 (`clips.stream_clips`), batched over devices -> write frames as they are final. Failures leave
-no output behind; an existing output is only replaced with `overwrite`.
+no output behind; an existing output is only replaced with `options.overwrite`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import os
 import sys
@@ -23,9 +22,11 @@ from seedvr2_jax.convert import dit as dit_convert
 from seedvr2_jax.convert import vae as vae_convert
 from seedvr2_jax.data import video_io
 from seedvr2_jax.errors import InputError
-from seedvr2_jax.infer import clips, pipeline, preprocess
+from seedvr2_jax.infer import clips, one_step, preprocess
+from seedvr2_jax.infer.options import RestoreOptions
+from seedvr2_jax.models.dit import window_plan
 from seedvr2_jax.models.dit.flops import token_grid
-from seedvr2_jax.ops import window_plan
+from seedvr2_jax.parallel import mesh as mesh_lib
 from seedvr2_jax.utils import background
 
 TOY_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -37,30 +38,6 @@ NO_CHECKPOINT_NOTE = (
     "the official SeedVR2 weights (huggingface.co/ByteDance-Seed/SeedVR2-3B or -7B: "
     "seedvr2_ema_3b.pth, ema_vae.pth, pos_emb.pt, neg_emb.pt) and run `seedvr2-jax convert` "
     "once, then pass --checkpoint DIR.")
-
-
-@dataclasses.dataclass(frozen=True)
-class Request:
-  input: str
-  output: str
-  checkpoint: str | None = None
-  resolution: tuple[int, int] | None = None
-  short_side: int | None = None
-  scale: float | None = None
-  colorfix: str = "wavelet"
-  seed: int = 666
-  dtype: str = "auto"
-  clip_frames: int | None = None
-  clip_overlap: int = 8
-  max_frames: int | None = None
-  encode_chunk: int | None = 4
-  decode_chunk: int | None = 1
-  tile: tuple[int, int] | None = None
-  tile_overlap: int = 64
-  sequence_parallel: int = 1
-  crf: int = 18
-  overwrite: bool = False
-  dry_run: bool = False
 
 
 def output_kind(path: str) -> str:
@@ -81,24 +58,23 @@ def load_models(checkpoint: str | None, dtype: str, log):
   if checkpoint is None:
     log(f"note: {NO_CHECKPOINT_NOTE}")
     checkpoint = TOY_CHECKPOINT
-  numerics = dict(dtype=dtype)
-  bundle = bundle_lib.load(checkpoint, param_dtype=dtype, **numerics)
+  bundle = bundle_lib.load(checkpoint, param_dtype=dtype, dtype=dtype)
   dit = nnx.merge(dit_convert.abstract_model(bundle.dit_cfg)[0], bundle.dit_state)
   vae = nnx.merge(vae_convert.abstract_model(bundle.vae_cfg)[0], bundle.vae_state)
   log(f"loaded SeedVR2-{bundle.dit_cfg.variant.upper()} from {checkpoint} ({dtype})")
   return dit, vae, bundle.pos_emb
 
 
-def make_mesh(sequence: int) -> jax.sharding.Mesh | None:
-  """All devices: batch over "data", frame width over "sequence" (`sequence` devices)."""
-  devices = jax.devices()
-  if len(devices) == 1:
+def device_mesh(sequence_parallel: int) -> jax.sharding.Mesh | None:
+  """All devices: clips over "data", frame width over "sequence" (`sequence_parallel` devices
+  per clip); None on one device."""
+  devices = jax.device_count()
+  if devices == 1:
     return None
-  if len(devices) % sequence:
-    raise InputError(f"--sequence-parallel {sequence} does not divide {len(devices)} devices")
-  auto = (jax.sharding.AxisType.Auto,) * 2
-  return jax.make_mesh((len(devices) // sequence, sequence), ("data", "sequence"),
-                       axis_types=auto)
+  if devices % sequence_parallel:
+    raise InputError(f"--sequence-parallel {sequence_parallel} does not divide {devices} "
+                     f"devices")
+  return mesh_lib.make_mesh({"data": -1, "sequence": sequence_parallel})
 
 
 class Progress:
@@ -120,8 +96,8 @@ class Progress:
     self.stream.flush()
 
 
-def describe_plan(req: Request, info: video_io.MediaInfo, frames: int, size, plan, dit, vae,
-                  restorer: pipeline.Restorer, batch: int) -> list[str]:
+def describe_plan(output_path: str, info: video_io.MediaInfo, frames: int, size, plan, dit, vae,
+                  restorer: one_step.Restorer, batch: int) -> list[str]:
   top, left, h, w = preprocess.crop_box(*size)
   padded = preprocess.padded_length(plan.length, vae.cfg.temporal_factor)
   latent = (vae.cfg.latent_frames(padded), h // vae.cfg.spatial_factor,
@@ -131,9 +107,9 @@ def describe_plan(req: Request, info: video_io.MediaInfo, frames: int, size, pla
       f"input: {info.path} ({info.kind}) {info.width}x{info.height}, {info.frames} frames, "
       f"{float(info.fps):.3f} fps, audio: {'yes' if info.has_audio else 'no'}",
       f"frames to restore: {frames}; resized to {size[1]}x{size[0]}, cropped to {w}x{h} "
-      f"(offset {left},{top}); output {req.output} ({output_kind(req.output)})",
+      f"(offset {left},{top}); output {output_path} ({output_kind(output_path)})",
       f"clips: {plan.count} of {plan.length} frames (padded to {padded}), starts "
-      f"{list(plan.starts)}; {batch} clip(s) per step",
+      f"{list(plan.starts)}",
       f"latent {latent[0]}x{latent[1]}x{latent[2]}, DiT token grid {grid[0]}x{grid[1]}x{grid[2]}",
   ]
   for key in sorted(set(zip(dit.cfg.window, dit.cfg.window_method))):
@@ -150,40 +126,38 @@ def describe_plan(req: Request, info: video_io.MediaInfo, frames: int, size, pla
   return lines
 
 
-def run(req: Request, log=print, progress_stream=None, models=None) -> int:
-  """Restores `req.input` into `req.output`; returns the number of frames written.
+def restore_media(input_path: str, output_path: str, options: RestoreOptions = RestoreOptions(),
+                  log=print, progress_stream=None, models=None) -> int:
+  """Restores the video, image or frame folder `input_path` into `output_path` (a video, an
+  image, or a folder of PNG frames, by its extension); returns the number of frames written.
 
   `models`: an already built (dit, vae, text embedding) to use instead of loading
-  `req.checkpoint` (benchmarks); by default the checkpoint, or the tiny model without one.
+  `options.checkpoint` (benchmarks); by default the checkpoint, or the toy model without one.
   """
-  kind = output_kind(req.output)
-  if os.path.exists(req.output) and not req.overwrite:
-    raise InputError(f"{req.output} exists (pass --overwrite to replace it)")
-  info = video_io.probe(req.input)
-  frames = min(info.frames, req.max_frames) if req.max_frames else info.frames
+  kind = output_kind(output_path)
+  if os.path.exists(output_path) and not options.overwrite:
+    raise InputError(f"{output_path} exists (pass --overwrite to replace it)")
+  info = video_io.probe(input_path)
+  frames = min(info.frames, options.max_frames) if options.max_frames else info.frames
   if kind == "image" and frames != 1:
-    raise InputError(f"{req.output}: an image output needs a one-frame input, got {frames} "
+    raise InputError(f"{output_path}: an image output needs a one-frame input, got {frames} "
                      f"frames (write .mp4 or a frame folder)")
-  if not any(v is not None for v in (req.resolution, req.short_side, req.scale)):
-    req = dataclasses.replace(req, resolution=(720, 1280))
-  size = preprocess.output_size(info.height, info.width, resolution=req.resolution,
-                                short_side=req.short_side, scale=req.scale)
-  plan = clips.plan_clips(frames, req.clip_frames, req.clip_overlap)
-  dtype = req.dtype if req.dtype != "auto" else (
+  size = preprocess.output_size(info.height, info.width, resolution=options.resolution,
+                                short_side=options.short_side, scale=options.scale)
+  plan = clips.plan_clips(frames, options.clip_frames, options.clip_overlap)
+  dtype = options.dtype if options.dtype != "auto" else (
       "bfloat16" if jax.default_backend() == "gpu" else "float32")
-  mesh = make_mesh(req.sequence_parallel)
+  mesh = device_mesh(options.sequence_parallel)
   batch = 1 if mesh is None else mesh.shape["data"]
-  dit, vae, txt = models or load_models(req.checkpoint, dtype, log)
-  opts = pipeline.RestoreOptions(
-      colorfix=req.colorfix, encode_chunk_frames=req.encode_chunk,
-      decode_chunk_latents=req.decode_chunk, tile_px=req.tile,
-      overlap_px=(req.tile_overlap, req.tile_overlap))
-  restorer = pipeline.Restorer(dit, vae, txt, opts, size, mesh)
-  if req.dry_run:
-    for line in describe_plan(req, info, frames, size, plan, dit, vae, restorer, batch):
+  log(f"devices: {jax.device_count()} ({batch} clip(s) at a time, each on "
+      f"{1 if mesh is None else mesh.shape['sequence']} device(s))")
+  dit, vae, txt = models or load_models(options.checkpoint, dtype, log)
+  restorer = one_step.Restorer(dit, vae, txt, options, size, mesh)
+  if options.dry_run:
+    for line in describe_plan(output_path, info, frames, size, plan, dit, vae, restorer, batch):
       log(line)
     return 0
-  key = jax.random.key(req.seed)
+  key = jax.random.key(options.seed)
 
   def restore_batch(indices, clip_frames):
     n = len(indices)
@@ -195,16 +169,16 @@ def run(req: Request, log=print, progress_stream=None, models=None) -> int:
   source = itertools.islice(video_io.read_frames(info), frames)
   outputs = clips.stream_clips(source, plan, restore_batch, batch)
   if kind == "image":
-    video_io.write_image(req.output, next(outputs))
+    video_io.write_image(output_path, next(outputs))
     progress.update()
     return 1
   audio = info.path if info.has_audio and kind == "video" and frames == info.frames else None
-  with video_io.VideoWriter(req.output, info.fps, crf=req.crf, audio_from=audio,
-                            overwrite=req.overwrite) as writer:
+  with video_io.VideoWriter(output_path, info.fps, crf=options.crf, audio_from=audio,
+                            overwrite=options.overwrite) as writer:
     with background.BackgroundConsumer(writer.write) as encoder:  # encode while the device works
       for frame in outputs:
         encoder.put(frame)
         progress.update()
-  log(f"wrote {req.output}: {writer.count} frames, {size[1] - size[1] % 16}x"
+  log(f"wrote {output_path}: {writer.count} frames, {size[1] - size[1] % 16}x"
       f"{size[0] - size[0] % 16}")
   return writer.count

@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from seedvr2_jax.infer.pipeline import predict_x0
+from seedvr2_jax.infer.one_step import predict_x0
 
 
 def one_step_l1_loss(dit, batch: dict, key: jax.Array):

@@ -16,7 +16,8 @@ import numpy as np
 from seedvr2_jax.convert import dit as dit_convert
 from seedvr2_jax.convert import vae as vae_convert
 from seedvr2_jax.convert.state_dict import open_state_dict
-from seedvr2_jax.infer import pipeline, preprocess
+from seedvr2_jax.infer import one_step, preprocess
+from seedvr2_jax.infer.options import RestoreOptions
 from seedvr2_jax.models.dit import config as dit_config
 from seedvr2_jax.models.vae import config as vae_config
 from seedvr2_jax.parity.common import Check, Fixture, max_rel_err
@@ -41,7 +42,7 @@ def run(fixture: Fixture, component: str = "pipeline") -> list[Check]:
   vcfg = vae_config.from_official(conf["vae"]["config"])
   vae = vae_convert.load_model(open_state_dict(fixture.file("vae.safetensors")), vcfg)
   p = conf.get("pipeline", {})
-  opts = pipeline.RestoreOptions(encode_chunk_frames=None, decode_chunk_latents=None)
+  opts = RestoreOptions(encode_chunk=None, decode_chunk=None)
   raw = jnp.asarray(np.moveaxis(io["raw_video"], 1, -1))  # (T, H, W, C) in [0, 1]
   size = preprocess.output_size(*raw.shape[1:3], resolution=(p.get("res_h", 720),
                                                              p.get("res_w", 1280)))
@@ -51,11 +52,11 @@ def run(fixture: Fixture, component: str = "pipeline") -> list[Check]:
     # Intermediates, stage by stage.
     pre = jax.jit(preprocess.preprocess, static_argnums=1)(raw, size)
     padded = preprocess.pad_frames(pre)[None]
-    lq_latent = jax.jit(lambda x, e: pipeline.encode_lq(vae, x, e, opts))(padded, eps)
-    x0 = jax.jit(lambda n, c, t: pipeline.predict_x0(dit, n, c, t))(noise, lq_latent, txt)
-    decoded = jax.jit(lambda x: pipeline.decode_x0(vae, x, opts))(x0)[0, :pre.shape[0]]
+    lq_latent = jax.jit(lambda x, e: one_step.encode_lq(vae, x, e, opts))(padded, eps)
+    x0 = jax.jit(lambda n, c, t: one_step.predict_x0(dit, n, c, t))(noise, lq_latent, txt)
+    decoded = jax.jit(lambda x: one_step.decode_x0(vae, x, opts))(x0)[0, :pre.shape[0]]
     # The output bytes through the product path (`restore_clip`).
-    final = {mode: jax.jit(lambda lq, mode=mode: pipeline.restore_clip(
+    final = {mode: jax.jit(lambda lq, mode=mode: one_step.restore_clip(
         dit, vae, lq, txt, eps, noise, dataclasses.replace(opts, colorfix=mode)))(pre[None])[0]
              for mode in ("wavelet", "none")}
   velocity = (noise - x0)[0].reshape(-1, noise.shape[-1])

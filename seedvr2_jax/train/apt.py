@@ -24,7 +24,7 @@ import optax
 from flax import nnx
 
 from seedvr2_jax.diffusion import condition
-from seedvr2_jax.infer.pipeline import predict_x0
+from seedvr2_jax.infer.one_step import predict_x0
 from seedvr2_jax.losses import adversarial as adv
 from seedvr2_jax.train import state as state_lib
 

@@ -1,4 +1,9 @@
-"""Files and directories that appear complete or not at all."""
+"""Files and directories that appear complete or not at all.
+
+Everything is written under a temporary sibling name (`temporary_path`), renamed onto the final
+path when complete (`commit`) and deleted otherwise (`discard`); `atomic_path` does all three
+around a `with` block. Callers check overwrite permission first: `commit` replaces what is there.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +12,53 @@ import os
 import shutil
 
 
+def temporary_path(path: str) -> str:
+  """The temporary sibling of `path`; it keeps the extension, so writers that pick a format by
+  extension (FFmpeg) see the final one."""
+  root, ext = os.path.splitext(path)
+  return f"{root}.partial-{os.getpid()}{ext}"
+
+
+def commit(tmp: str, path: str) -> None:
+  """Renames the finished `tmp` onto `path`; an existing directory there is removed first (a
+  file is replaced by the rename itself)."""
+  if os.path.isdir(path):
+    shutil.rmtree(path)
+  os.replace(tmp, path)
+
+
+def discard(tmp: str) -> None:
+  """Deletes the temporary file or directory `tmp`, if it exists."""
+  if os.path.isdir(tmp):
+    shutil.rmtree(tmp)
+  elif os.path.exists(tmp):
+    os.remove(tmp)
+
+
 @contextlib.contextmanager
-def atomic_dir(out: str):
-  """Yields a temporary sibling of `out` to fill; on success it replaces `out` (an existing one
-  is removed first: callers check overwrite permission), on failure it is deleted."""
-  tmp = f"{out}.partial-{os.getpid()}"
-  os.makedirs(tmp)
+def atomic_path(path: str):
+  """Yields the temporary path to write (a file, or a directory the caller creates); on success
+  it replaces `path`, on failure it is deleted."""
+  tmp = temporary_path(path)
   try:
     yield tmp
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(tmp, out)
+    commit(tmp, path)
   finally:
-    if os.path.exists(tmp):
-      shutil.rmtree(tmp)
+    discard(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str):
+  """`atomic_path` for a directory: yields the temporary directory, already created."""
+  with atomic_path(out) as tmp:
+    os.makedirs(tmp)
+    yield tmp
 
 
 def write_text(path: str, text: str, *, overwrite: bool = False) -> None:
-  """Writes `text` to a temporary sibling, then renames it to `path`; an existing `path` is
-  replaced only with `overwrite` (else FileExistsError)."""
+  """Writes `text` to `path` atomically; an existing `path` is replaced only with `overwrite`
+  (else FileExistsError)."""
   if os.path.exists(path) and not overwrite:
     raise FileExistsError(path)
-  tmp = f"{path}.partial-{os.getpid()}"
-  try:
-    with open(tmp, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with atomic_path(path) as tmp, open(tmp, "w") as f:
+    f.write(text)

@@ -17,18 +17,20 @@ def window_starts(size: int, window: int, overlap: int) -> list[int]:
   return sorted(set(range(0, size - window, window - overlap)) | {size - window})
 
 
-def ramp_weights(window: int, starts: list[int]) -> np.ndarray:
-  """(len(starts), window) weights: 1 inside a window, linear ramps across the overlaps with
-  its neighbours. Unnormalised: divide by their sum over windows (`normalized_weights`)."""
+def ramp_weights(window: int, starts: list[int], margin: int = 0) -> np.ndarray:
+  """(len(starts), window) weights: 1 inside a window; across each overlap with a neighbour, 0
+  within `margin` of the window's edge and a linear ramp over the rest (so positions within
+  `margin` of an inner edge take their value from the neighbour alone). Unnormalised: divide
+  by their sum over windows (`normalized_weights`). Overlaps must exceed 2 * margin."""
   weights = np.ones((len(starts), window), np.float32)
   pos = np.arange(window) + 0.5
   for i, s in enumerate(starts):
     if i > 0:
       left = starts[i - 1] + window - s
-      weights[i] *= np.clip(pos / left, 0, 1)
+      weights[i] *= np.clip((pos - margin) / (left - 2 * margin), 0, 1)
     if i < len(starts) - 1:
       right = s + window - starts[i + 1]
-      weights[i] *= np.clip((window - pos) / right, 0, 1)
+      weights[i] *= np.clip((window - margin - pos) / (right - 2 * margin), 0, 1)
   return weights
 
 

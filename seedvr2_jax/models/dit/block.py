@@ -6,8 +6,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from seedvr2_jax.models.dit import layers
-from seedvr2_jax.models.dit.attention import AttentionContext, NaSwinAttention
 from seedvr2_jax.models.dit.config import NaDiTConfig
+from seedvr2_jax.models.dit.window_attention import AttentionContext, NaSwinAttention
 
 
 class NaMMSRTransformerBlock(nnx.Module):

@@ -12,14 +12,19 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import jax
+
 from seedvr2_jax.errors import ConfigError
+from seedvr2_jax.models.dit import rope as rope_lib
+from seedvr2_jax.models.dit import window_plan
 from seedvr2_jax.ops import attention as attention_lib
-from seedvr2_jax.ops import rope as rope_lib
-from seedvr2_jax.ops import window_plan
 
 VARIANTS = ("3b", "7b")
 MLP_TYPES = ("swiglu", "normal")
-REMAT_POLICIES = ("none", "full", "dots")
+# `remat` -> the jax.checkpoint policy of every block in the backward pass (None: no remat;
+# "full" saves nothing and recomputes the block, "dots" keeps matmul outputs).
+REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
+                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 _RMS_NORMS = ("fusedrms", "rms")
 
 
@@ -79,8 +84,7 @@ class NaDiTConfig:
   dtype: str = "float32"
   attention_backend: str = "auto"
   round_qkv_bf16: bool = False
-  # Training: rematerialise each block's activations in the backward pass ("none" | "full" |
-  # "dots": keep matmul outputs, recompute the rest); see `nadit.REMAT_POLICIES`.
+  # Training: rematerialise each block's activations in the backward pass (`REMAT_POLICIES`).
   remat: str = "none"
   # Training: run repeating block pairs under lax.scan (`nadit.scan_segments`); same values.
   scan_layers: bool = False
@@ -94,7 +98,8 @@ class NaDiTConfig:
       raise ConfigError(f"unknown attention_backend {self.attention_backend!r}; "
                         f"expected one of {attention_lib.BACKENDS}")
     if self.remat not in REMAT_POLICIES:
-      raise ConfigError(f"unknown remat policy {self.remat!r}; expected one of {REMAT_POLICIES}")
+      raise ConfigError(f"unknown remat policy {self.remat!r}; expected one of "
+                        f"{tuple(REMAT_POLICIES)}")
     if self.rope_type not in (None, *rope_lib.ROPE_KINDS):
       raise ConfigError(f"unknown rope_type {self.rope_type!r}")
     window = _per_layer_windows(self.window, self.num_layers)

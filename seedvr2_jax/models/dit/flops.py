@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from seedvr2_jax.models.dit import window_plan
 from seedvr2_jax.models.dit.config import NaDiTConfig
-from seedvr2_jax.ops import window_plan
 
 
 def token_grid(cfg: NaDiTConfig, latent_thw: tuple[int, int, int]) -> tuple[int, int, int]:

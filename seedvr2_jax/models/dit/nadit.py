@@ -2,8 +2,8 @@
 
 The official model packs samples of different shapes into one token sequence; here a call takes
 a batch of samples sharing one latent shape (different shapes = different calls/compilations),
-and each sample gets its own result (the intended semantics; see spec §2.5 for the official 3B
-batching quirk that is not reproduced).
+and each sample gets its own result (the intended semantics: the official 3B code, batched, reads
+other samples' text queries and keys; that quirk is not reproduced).
 """
 
 from __future__ import annotations
@@ -16,12 +16,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from seedvr2_jax.models.dit import layers
-from seedvr2_jax.models.dit.attention import build_context
 from seedvr2_jax.models.dit.block import NaMMSRTransformerBlock
-from seedvr2_jax.models.dit.config import NaDiTConfig
-
-# `cfg.remat` -> jax.checkpoint policy (None: save nothing, recompute the whole block).
-REMAT_POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+from seedvr2_jax.models.dit.config import REMAT_POLICIES, NaDiTConfig
+from seedvr2_jax.models.dit.window_attention import build_context
 
 
 def scan_segments(graphdefs: Sequence[nnx.GraphDef]) -> list[tuple[int, int]]:
@@ -142,16 +139,16 @@ class NaDiT(nnx.Module):
                       vid_bthwc.shape[1])
 
   def hidden_states(self, vid_bthwc: jnp.ndarray, txt_blc: jnp.ndarray, timestep_b: jnp.ndarray,
-                    layers: Sequence[int], txt_len_b: jnp.ndarray | None = None
+                    tap_layers: Sequence[int], txt_len_b: jnp.ndarray | None = None
                     ) -> tuple[list[jnp.ndarray], list[jnp.ndarray], tuple[int, int, int]]:
-    """Video and text token states (B, N, D) and (B, L, D), float32, after blocks `layers`
-    (0-based); runs only the blocks up to max(layers). Also returns the token grid (T', H', W').
-    Arguments as in `__call__` (the discriminator trunk)."""
+    """Video and text token states (B, N, D) and (B, L, D), float32, after blocks `tap_layers`
+    (0-based); runs only the blocks up to max(tap_layers). Also returns the token grid
+    (T', H', W'). Arguments as in `__call__` (the discriminator trunk)."""
     x_vid, x_txt, emb_bd23, ctx, grid = self._embed(vid_bthwc, txt_blc, timestep_b, txt_len_b)
     taps = {}
-    self._blocks(x_vid, x_txt, emb_bd23, ctx, stop=max(layers) + 1, taps=taps.setdefault,
-                 tap_layers=tuple(layers))
-    return [taps[i][0] for i in layers], [taps[i][1] for i in layers], grid
+    self._blocks(x_vid, x_txt, emb_bd23, ctx, stop=max(tap_layers) + 1, taps=taps.setdefault,
+                 tap_layers=tuple(tap_layers))
+    return [taps[i][0] for i in tap_layers], [taps[i][1] for i in tap_layers], grid
 
   def _embed(self, vid_bthwc, txt_blc, timestep_b, txt_len_b):
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
@@ -200,16 +197,13 @@ class NaDiT(nnx.Module):
         taps(end - 1, (x_vid, x_txt))
     return x_vid, x_txt
 
-  def _block(self, block, x_vid, x_txt, emb_bd23, ctx):
-    return self._apply(*nnx.split(block), x_vid, x_txt, emb_bd23, ctx)
-
   def _apply(self, graphdef, state, x_vid, x_txt, emb_bd23, ctx):
     """One block given as graph definition and state, rematerialised in the backward pass as
     `cfg.remat` says. jax.checkpoint over the state (not nnx.remat over the module) also works
     when the model is merged outside a transform it then runs in (a frozen teacher or
     discriminator inside another model's gradient)."""
     run = lambda s, *args: nnx.merge(graphdef, s)(*args, ctx)
-    if self.cfg.remat == "none":
-      return run(state, x_vid, x_txt, emb_bd23)
     policy = REMAT_POLICIES[self.cfg.remat]
+    if policy is None:
+      return run(state, x_vid, x_txt, emb_bd23)
     return jax.checkpoint(run, policy=policy)(state, x_vid, x_txt, emb_bd23)

@@ -67,7 +67,6 @@ class Encoder3D(nnx.Module):
     return self.conv_out(jax.nn.silu(self.conv_norm_out(x)), state)
 
 
-
 class Decoder3D(nnx.Module):
   """(B, 1 + n, h, w, latent) -> (B, 1 + 4n, 8h, 8w, 3)."""
 
@@ -120,7 +119,7 @@ class VideoAutoencoder(nnx.Module):
 
 
 def random_init(cfg: VAEConfig, seed: int) -> VideoAutoencoder:
-  """A randomly initialised VAE. Draws with the "unsafe_rbg" generator: its ~250 per-shape
-  initialiser programs compile about 7x faster on CPU than threefry's (the values depend on
-  the backend, which does not matter for random weights)."""
+  """A randomly initialised VAE, drawn with the "unsafe_rbg" generator: its per-shape initialiser
+  programs compile faster than threefry's (docs/benchmarks.md); the values depend on the
+  backend, which does not matter for random weights."""
   return VideoAutoencoder(cfg, nnx.Rngs(jax.random.key(seed, impl="unsafe_rbg")))

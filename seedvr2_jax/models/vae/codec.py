@@ -76,7 +76,7 @@ def _tile_plan(vae: VideoAutoencoder, latent_hw, tile_px, overlap_px):
 
 def encode(vae: VideoAutoencoder, x_bthwc: jnp.ndarray, *, chunk_frames: int | None = None,
            tile_px: tuple[int, int] | None = None,
-           overlap_px: tuple[int, int] = (64, 64)) -> jnp.ndarray:
+           overlap_px: tuple[int, int] = (0, 0)) -> jnp.ndarray:
   """Pixels (B, T, H, W, 3) in [-1, 1] -> moments (B, T', H/8, W/8, 2 * latent).
 
   chunk_frames: frames per temporal chunk (a multiple of 4) or None for one pass.
@@ -95,7 +95,7 @@ def encode(vae: VideoAutoencoder, x_bthwc: jnp.ndarray, *, chunk_frames: int | N
 
 def decode(vae: VideoAutoencoder, z_bthwc: jnp.ndarray, *, chunk_latents: int | None = None,
            tile_px: tuple[int, int] | None = None,
-           overlap_px: tuple[int, int] = (64, 64)) -> jnp.ndarray:
+           overlap_px: tuple[int, int] = (0, 0)) -> jnp.ndarray:
   """Latents (B, T', h, w, latent) -> pixels (B, 1 + 4 (T' - 1), 8h, 8w, 3).
 
   chunk_latents: latent frames per temporal chunk or None for one pass.

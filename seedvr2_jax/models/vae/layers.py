@@ -19,13 +19,13 @@ from flax import nnx
 from seedvr2_jax.models.vae.config import VAEConfig
 
 GN_EPS = 1e-6
-# cuDNN convolutions over tensors of 2^31 elements or more fall back to very slow kernels
-# (measured on an H100: 75 s instead of 0.5 s); larger convs run in groups of output frames.
+# cuDNN runs convolutions over tensors of 2^31 elements or more with very slow kernels, so
+# larger convs run in groups of output frames below that size (docs/benchmarks.md, VAE).
 CONV_MAX_ELEMENTS = 2**31 - 1
 # Stride-1 temporal kernels run as one 2-D conv over the k_t temporal taps stacked on channels
-# ("fold"; 1.2-1.3x faster than cuDNN's 3-D conv on an H100, experiments/bench_conv.py); the
-# stacked input is built per group of output frames of at most this many elements. 1x1x1 convs
-# are matmuls over channels (as 3-D convs, cuDNN ran them channels-first, with transposes).
+# ("fold", faster than cuDNN's 3-D conv: docs/benchmarks.md, VAE); the stacked input is built
+# per group of output frames of at most this many elements. 1x1x1 convs are matmuls over
+# channels, which keep the channels-last layout.
 FOLD_MAX_ELEMENTS = 2**30
 # Query rows per block of the mid-block attention (bounds the (rows, H*W) logits in memory).
 ATTENTION_QUERY_BLOCK = 4096

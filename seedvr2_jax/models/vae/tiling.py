@@ -2,10 +2,12 @@
 
 Tiles all have one size (the last tile of each axis sits flush with the border), so they run as
 one compiled step under `lax.map`, one tile at a time. Each tile keeps its own causal caches, so
-tiling composes with temporal chunking. Outputs are blended with weights that ramp linearly
-across every overlap and sum to one, so there is no seam; GroupNorm statistics and the
-mid-block attention are per tile, which is why tiled output is close to, not equal to, the
-untiled output.
+tiling composes with temporal chunking. Outputs are blended with weights that sum to one: a
+tile's outputs within a quarter of the overlap of an inner edge (where its zero padding reaches)
+get weight 0, and the middle half of every overlap is a linear cross-fade, so there is no seam.
+A stack of local ops whose outputs depend on inputs at most a quarter of the overlap away is
+therefore tiled exactly; GroupNorm statistics and the mid-block attention are per tile, which is
+why the VAE's tiled output is close to, not equal to, its untiled output.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from seedvr2_jax.utils import blend
 
 @dataclasses.dataclass(frozen=True)
 class TilePlan:
-  """Tiles of an (h, w) latent frame (tile origins and sizes in latent units)."""
+  """Tiles of an (h, w) latent frame (tile origins, sizes and blend margins in latent units)."""
 
   size: tuple[int, int]
   tile: tuple[int, int]
   starts: tuple[tuple[int, ...], tuple[int, ...]]
+  margin: tuple[int, int]
 
   @property
   def count(self) -> int:
@@ -39,8 +42,8 @@ class TilePlan:
   def weights(self, scale: int) -> np.ndarray:
     """(count, tile_h * scale, tile_w * scale) blend weights at `scale` x this plan's size,
     normalised so the weights of all tiles sum to one everywhere."""
-    per_axis = [blend.ramp_weights(t * scale, [s * scale for s in st])
-                for t, st in zip(self.tile, self.starts)]
+    per_axis = [blend.ramp_weights(t * scale, [s * scale for s in st], m * scale)
+                for t, st, m in zip(self.tile, self.starts, self.margin)]
     w = np.einsum("ih,jw->ijhw", *per_axis).reshape(-1, *[t * scale for t in self.tile])
     total = np.zeros([n * scale for n in self.size], np.float32)
     for (y, x), wi in zip(self.origins(), w):
@@ -51,9 +54,10 @@ class TilePlan:
 
 
 def tile_plan(size: tuple[int, int], tile: tuple[int, int], overlap: tuple[int, int]) -> TilePlan:
+  """Tiles of `tile` covering `size` with at least `overlap` between neighbours."""
   tile = tuple(min(t, n) for t, n in zip(tile, size))
   starts = tuple(tuple(blend.window_starts(n, t, o)) for n, t, o in zip(size, tile, overlap))
-  return TilePlan(tuple(size), tile, starts)
+  return TilePlan(tuple(size), tile, starts, tuple(o // 4 for o in overlap))
 
 
 def tiled_step(step: Callable, plan: TilePlan, in_scale: int, out_scale: int) -> Callable:

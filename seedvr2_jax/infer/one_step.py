@@ -1,15 +1,15 @@
-"""One-step SeedVR2 restoration of one clip (official semantics, spec §4).
+"""One-step SeedVR2 restoration of a clip, as the official inference script
+(`projects/inference_seedvr2_3b.py`) runs it:
 
   lq (T, H, W, 3) in [-1, 1] -> pad to 4n+1 frames -> VAE encode, posterior sample, * 0.9152
   -> condition [lq latent | ones] -> DiT(noise | condition, text, t = 1000) = v
   -> x0 = noise - v -> VAE decode (x0 / 0.9152) -> trim -> colour fix against lq -> uint8.
 
 Every function here is pure and traceable; `Restorer` jits `restore_clip` once per clip shape.
+The VAE chunks and tiles and the colour fix come from `options.RestoreOptions`.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -17,26 +17,20 @@ from flax import nnx
 
 from seedvr2_jax.diffusion import condition, schedule
 from seedvr2_jax.infer import colorfix, preprocess
+from seedvr2_jax.infer.options import RestoreOptions
 from seedvr2_jax.models.dit.nadit import NaDiT
 from seedvr2_jax.models.vae import codec
 from seedvr2_jax.models.vae.autoencoder import VideoAutoencoder
 
 
-@dataclasses.dataclass(frozen=True)
-class RestoreOptions:
-  """colorfix: "wavelet" (official) | "adain" | "none". VAE chunking/tiling: see `codec`."""
-
-  colorfix: str = "wavelet"
-  encode_chunk_frames: int | None = 4
-  decode_chunk_latents: int | None = 1
-  tile_px: tuple[int, int] | None = None
-  overlap_px: tuple[int, int] = (64, 64)
+def _tiles(options: RestoreOptions) -> dict:
+  """The VAE tiling arguments of `codec.encode` / `codec.decode`."""
+  return dict(tile_px=options.tile, overlap_px=(options.tile_overlap,) * 2)
 
 
-def encode_lq(vae: VideoAutoencoder, lq_bthwc, eps, opts: RestoreOptions):
+def encode_lq(vae: VideoAutoencoder, lq_bthwc, eps, options: RestoreOptions):
   """Padded LQ pixels -> scaled DiT condition latent (posterior sample with noise `eps`)."""
-  moments = codec.encode(vae, lq_bthwc, chunk_frames=opts.encode_chunk_frames,
-                         tile_px=opts.tile_px, overlap_px=opts.overlap_px)
+  moments = codec.encode(vae, lq_bthwc, chunk_frames=options.encode_chunk, **_tiles(options))
   mean, logvar = codec.split_moments(moments)
   z = codec.sample_posterior(mean, logvar, eps)
   return z * vae.cfg.scaling_factor + vae.cfg.shifting_factor
@@ -49,10 +43,11 @@ def predict_x0(dit: NaDiT, noise, lq_latent, txt_blc, txt_len_b=None):
   return schedule.x0_from_v(noise, dit(vid, txt_blc, timestep, txt_len_b), timestep)
 
 
-def decode_x0(vae: VideoAutoencoder, x0, opts: RestoreOptions):
+def decode_x0(vae: VideoAutoencoder, x0, options: RestoreOptions):
+  """DiT-scaled latent -> pixels (B, T, H, W, 3) float32 in about [-1, 1]."""
   z = (x0 - vae.cfg.shifting_factor) / vae.cfg.scaling_factor
-  return codec.decode(vae, z, chunk_latents=opts.decode_chunk_latents, tile_px=opts.tile_px,
-                      overlap_px=opts.overlap_px).astype(jnp.float32)
+  return codec.decode(vae, z, chunk_latents=options.decode_chunk,
+                      **_tiles(options)).astype(jnp.float32)
 
 
 def to_uint8(frames):
@@ -60,24 +55,24 @@ def to_uint8(frames):
   return jnp.round((jnp.clip(frames, -1.0, 1.0) * 0.5 + 0.5) * 255.0).astype(jnp.uint8)
 
 
-def noise_shapes(vae: VideoAutoencoder, lq_shape) -> tuple[tuple, tuple]:
-  """Shapes of (posterior eps, initial noise) for an unpadded (B, T, H, W, 3) clip."""
+def latent_shape(vae: VideoAutoencoder, lq_shape) -> tuple[int, ...]:
+  """The latent shape of an unpadded (B, T, H, W, 3) clip: that of the posterior noise and of
+  the initial noise."""
   cfg = vae.cfg
   b, t, h, w, _ = lq_shape
-  latent = (b, cfg.latent_frames(preprocess.padded_length(t, cfg.temporal_factor)),
-            h // cfg.spatial_factor, w // cfg.spatial_factor, cfg.latent_channels)
-  return latent, latent
+  return (b, cfg.latent_frames(preprocess.padded_length(t, cfg.temporal_factor)),
+          h // cfg.spatial_factor, w // cfg.spatial_factor, cfg.latent_channels)
 
 
 def restore_clip(dit: NaDiT, vae: VideoAutoencoder, lq_bthwc, txt_blc, eps, noise,
-                 opts: RestoreOptions):
+                 options: RestoreOptions):
   """Unpadded pre-processed clip (B, T, H, W, 3) in [-1, 1] -> restored (B, T, H, W, 3) uint8."""
   frames = lq_bthwc.shape[1]
   padded = jax.vmap(lambda v: preprocess.pad_frames(v, vae.cfg.temporal_factor))(lq_bthwc)
-  lq_latent = encode_lq(vae, padded, eps, opts)
+  lq_latent = encode_lq(vae, padded, eps, options)
   x0 = predict_x0(dit, noise, lq_latent, txt_blc)
-  decoded = decode_x0(vae, x0, opts)[:, :frames]
-  fixed = jax.vmap(lambda r, l: colorfix.color_fix(r, l, opts.colorfix))(decoded, lq_bthwc)
+  decoded = decode_x0(vae, x0, options)[:, :frames]
+  fixed = jax.vmap(lambda r, l: colorfix.color_fix(r, l, options.colorfix))(decoded, lq_bthwc)
   return to_uint8(fixed)
 
 
@@ -90,10 +85,8 @@ class Restorer:
   With a mesh, the batch is split over its "data" axis and frame width over "sequence".
   """
 
-  def __init__(self, dit: NaDiT, vae: VideoAutoencoder, txt_lc, opts: RestoreOptions,
+  def __init__(self, dit: NaDiT, vae: VideoAutoencoder, txt_lc, options: RestoreOptions,
                size: tuple[int, int], mesh: jax.sharding.Mesh | None = None):
-    if opts.colorfix not in colorfix.COLORFIX_MODES:
-      raise ValueError(f"unknown colour fix {opts.colorfix!r}")
     dit_graph, self.dit_state = nnx.split(dit)
     vae_graph, self.vae_state = nnx.split(vae)
     self.txt = jnp.asarray(txt_lc)[None]
@@ -111,13 +104,12 @@ class Restorer:
     def run(dit_state, vae_state, raw, txt, keys):
       vae_ = nnx.merge(vae_graph, vae_state)
       lq = constrain(jax.vmap(lambda clip: preprocess.preprocess(clip / 255.0, size))(raw))
-      eps_shape, noise_shape = noise_shapes(vae_, lq.shape)
+      shape = latent_shape(vae_, lq.shape)[1:]
       eps, noise = jax.vmap(lambda key: tuple(
-          jax.random.normal(k, shape[1:], jnp.float32)
-          for k, shape in zip(jax.random.split(key), (eps_shape, noise_shape))))(keys)
+          jax.random.normal(k, shape, jnp.float32) for k in jax.random.split(key)))(keys)
       txt_b = jnp.broadcast_to(txt, (lq.shape[0], *txt.shape[1:]))
       return restore_clip(nnx.merge(dit_graph, dit_state), vae_, lq, txt_b, constrain(eps),
-                          constrain(noise), opts)
+                          constrain(noise), options)
 
     self._run = jax.jit(run)
 
