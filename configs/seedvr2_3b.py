@@ -20,6 +20,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       dtype="bfloat16",         # matmuls; norms, modulation, RoPE and residuals stay float32
       attention_backend="auto",  # cuDNN flash attention on GPU, XLA elsewhere
       round_qkv_bf16=False,
+      remat="none",             # training: "full" or "dots" rematerialises each block
+      scan_layers=False,        # training: repeating blocks under lax.scan
   ))
   if arg == "tiny":
     config.model.update(dict(**TINY["3b"], dtype="float32"))

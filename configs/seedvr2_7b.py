@@ -21,6 +21,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       dtype="bfloat16",
       attention_backend="auto",
       round_qkv_bf16=False,
+      remat="none",             # training: "full" or "dots" rematerialises each block
+      scan_layers=False,        # training: repeating blocks under lax.scan
   ))
   if arg == "tiny":
     config.model.update(dict(**TINY["7b"], dtype="float32"))

@@ -15,7 +15,7 @@ number of devices (batch = 1 sample per device); then, for each --remat policy i
 the step, runs --warmup steps and times --steps steps (memory: the compiled step's temporaries
 and arguments; a policy that runs out of memory is reported and skipped). Model FLOPs per
 step = 3 x the DiT forward (6 x params x tokens for the linear layers plus attention), per
-`models/dit/flops.py`, and 19 x for APT (`train/loop.py: step_flops`); MFU against 989 TFLOP/s
+`models/dit/flops.py`, and 19 x for APT (the objective's `throughput`); MFU against 989 TFLOP/s
 per device. For APT, --remat applies to the generator; the discriminator uses
 `config.apt.d_remat` (full).
 """
@@ -34,14 +34,16 @@ LATENT_720P_21 = (6, 90, 160)  # 21 frames -> 6 latent frames; 720x1280 -> 90x16
 
 
 def with_remat(run, remat: str):
-  """The run with another remat policy: same state, a new graph definition."""
+  """The run with another remat policy for the DiT: same state, a new graph definition."""
   from flax import nnx
 
   from seedvr2_jax.models.dit.nadit import NaDiT
   from seedvr2_jax.train import state as state_lib
-  cfg = dataclasses.replace(run.dit_cfg, remat=remat)
-  graphdef = state_lib.split_model(nnx.eval_shape(lambda: NaDiT(cfg, nnx.Rngs(0))))[0]
-  return dataclasses.replace(run, dit_cfg=cfg, graphdef=graphdef)
+  objective = run.objective
+  objective.dit_cfg = dataclasses.replace(objective.dit_cfg, remat=remat)
+  objective.dit.graphdef = state_lib.split_model(
+      nnx.eval_shape(lambda: NaDiT(objective.dit_cfg, nnx.Rngs(0))))[0]
+  return run
 
 
 def run_one(variant: str, devices: int, args) -> list[dict]:
@@ -67,11 +69,9 @@ def run_one(variant: str, devices: int, args) -> list[dict]:
   build_s = time.perf_counter() - start
   print(f"built in {build_s:.0f} s", file=sys.stderr, flush=True)
   batch = next(data.SyntheticMoments(run.mesh, devices, latent))
-  flops = loop.step_flops(run, (devices, *latent, 16))
-  tokens = devices * latent[0] * latent[1] * latent[2] // 4
-  params = sum(x.size for x in jax.tree.leaves(run.state.params))
-  if args.objective == "apt":
-    params += sum(x.size for x in jax.tree.leaves(run.state.d_params))
+  work = run.objective.throughput(batch, run.objective.phase(0))
+  flops, tokens = work.flops, work.tokens
+  params = sum(x.size for x in jax.tree.leaves(run.state.params))  # G and D for APT
   state, results = run.state, []
   for remat in args.remat:
     run = with_remat(run, remat)

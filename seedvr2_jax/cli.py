@@ -137,7 +137,7 @@ def _train(args) -> int:
   from seedvr2_jax.train import data, loop
   if args.distributed:
     jax.distributed.initialize()  # cluster (SLURM, TPU pod, ...) detected from the environment
-  config = config_lib.apply_overrides(config_lib.load_config(args.config), args.overrides)
+  config = config_lib.load_with_overrides(args.config, args.overrides)
   loop.train(config, args.workdir, data.from_config)
   return 0
 
@@ -145,7 +145,7 @@ def _train(args) -> int:
 def _export_run(args) -> int:
   from seedvr2_jax import config_lib
   from seedvr2_jax.train import export
-  config = config_lib.apply_overrides(config_lib.load_config(args.config), args.overrides)
+  config = config_lib.load_with_overrides(args.config, args.overrides)
   export.export_run(config, args.workdir, args.out, step=args.step, ema=not args.raw,
                     overwrite=args.overwrite)
   return 0

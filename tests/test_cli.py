@@ -70,6 +70,8 @@ def test_bad_input_is_one_line_error(capsys, argv, message):
 @pytest.mark.parametrize("config,total,with_rope", [
     ("seedvr2_3b.py", 3391475776, 3391476448),
     ("seedvr2_7b.py", 8239607872, 8239608232),
+    ("train_3b.py", 3391475776, 3391476448),  # training configs compose the model configs
+    ("train_7b.py:apt", 8239607872, 8239608232),
 ])
 def test_params_counts_official_models(capsys, config, total, with_rope):
   rc, out, _ = _run(capsys, "params", os.path.join(ROOT, "configs", config))

@@ -77,3 +77,18 @@ def test_the_package_has_no_import_cycle():
   graph = import_graph()
   assert "seedvr2_jax.data.video_io" in graph["seedvr2_jax.data.sources"]  # edges are seen
   assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_importing_the_package_leaves_the_backend_alone():
+  """`train --distributed` must call jax.distributed.initialize() before any backend exists:
+  no module may touch one at import time (e.g. a module-level jnp array)."""
+  import subprocess
+  import sys
+  code = ("import importlib, pkgutil, seedvr2_jax\n"
+          "for m in pkgutil.walk_packages(seedvr2_jax.__path__, 'seedvr2_jax.'):\n"
+          "  importlib.import_module(m.name)\n"
+          "from jax._src import xla_bridge\n"
+          "print(xla_bridge.backends_are_initialized())")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=os.path.dirname(ROOT))
+  assert out.stdout.strip().splitlines()[-1] == "False"

@@ -23,8 +23,8 @@ def test_fixture_window_tables(parity_config):
       assert wp.make_windows(grid, (4, 3, 3), method) == [tuple(w) for w in expected]
 
 
-# Spec §2.2: token grid -> (per-axis window extents, window count), regular and shifted.
-SPEC_TABLE = [
+# The official adaptive window formula: token grid -> (per-axis window extents, window count), regular and shifted.
+WINDOW_TABLE = [
     ((31, 45, 80), wp.REGULAR, ([8, 8, 8, 7], [15] * 3, [27, 27, 26]), 36),
     ((31, 45, 80), wp.SHIFTED, ([4, 8, 8, 8, 3], [7, 15, 15, 8], [13, 27, 27, 13]), 80),
     ((31, 67, 120), wp.REGULAR, (None, [15, 15, 15, 15, 7], [27] * 4 + [12]), 100),
@@ -36,7 +36,7 @@ SPEC_TABLE = [
 ]
 
 
-@pytest.mark.parametrize("grid,method,extents,count", SPEC_TABLE)
+@pytest.mark.parametrize("grid,method,extents,count", WINDOW_TABLE)
 def test_spec_window_table(grid, method, extents, count):
   windows = wp.make_windows(grid, (4, 3, 3), method)
   assert len(windows) == count

@@ -24,7 +24,6 @@ import sys
 import tarfile
 import time
 
-import jax
 import ml_collections
 from flax import nnx
 
@@ -36,12 +35,10 @@ from configs import toy  # noqa: E402
 from seedvr2_jax import config_lib  # noqa: E402
 from seedvr2_jax.convert import bundle as bundle_lib  # noqa: E402
 from seedvr2_jax.data import degradations  # noqa: E402
-from seedvr2_jax.metrics import lpips as lpips_lib  # noqa: E402
 from seedvr2_jax.models.dit.nadit import NaDiT  # noqa: E402
 from seedvr2_jax.models.vae import autoencoder  # noqa: E402
-from seedvr2_jax.models.vae.config import VAEConfig  # noqa: E402
-from seedvr2_jax.train import export, loop, metrics, optim  # noqa: E402
-from seedvr2_jax.train import vae as vae_train  # noqa: E402
+from seedvr2_jax.train import export, loop  # noqa: E402
+from seedvr2_jax.train.objectives.vae import latent_std  # noqa: E402
 
 DIT_STAGES = ("diffusion", "distill", "regression", "apt", "apt_gan", "apt_gan_l1", "l1")
 STARTS_FROM = {"diffusion": "vae", "distill": "diffusion", "regression": "distill"}
@@ -62,36 +59,22 @@ def stage_config(stage: str, smoke: bool, overrides=()) -> ml_collections.Config
     c.distill.steps_per_round = 2
     if c.data.bucket_stages:
       c.data.bucket_stages = ((2, (0, 1)),)
-    c.vae_train.update(steps=3, batch_size=2, log_every=1)
-  return config_lib.apply_overrides(c, list(overrides))
+  return config_lib.override(c, list(overrides))
 
 
 def train_vae(c, pixels: dict, out: str) -> bundle_lib.Bundle:
-  """The VAE stage; the bundle also holds a random DiT and random text (the diffusion stage's
-  starting point)."""
-  v = c.vae_train
-  vae_cfg = VAEConfig(**{**dict(c.vae), "dtype": c.vae.dtype})
-  vae = autoencoder.random_init(vae_cfg, c.seed)
-  tx = optim.make(ml_collections.ConfigDict(dict(
-      c.optim.to_dict(), lr=v.lr, warmup_steps=v.warmup_steps)), v.steps)
-  lp = lpips_lib.load_weights()
-  perceptual = lambda x, y: lpips_lib.lpips(lp, x, y, precision=jax.lax.Precision.DEFAULT)
-  writer = metrics.MetricsWriter(os.path.join(out, "vae"))
-  batches = pool_lib.PoolBatches({"hq": pixels["hq"]}, v.batch_size, c.seed)
-  vae = vae_train.fit(vae, batches, steps=v.steps, tx=tx, cfg=vae_train.VAELossConfig(
-      l1=v.l1, lpips=v.lpips, kl=v.kl), perceptual=perceptual, seed=c.seed,
-      log_every=v.log_every, write=writer.write)
-  std = vae_train.latent_std(vae, pool_lib.PoolBatches({"hq": pixels["hq"]}, v.batch_size, 99),
-                             4)
-  writer.text(f"latent std {std:.4f}: scaling factor {1 / std:.4f}")
-  writer.close()
-  vae_cfg = dataclasses.replace(vae_cfg, scaling_factor=1.0 / std)
-  dit_cfg = loop.dit_config_from(c)
-  keys = jax.random.split(jax.random.key(c.seed + 2))
-  text = [jax.random.normal(k, (n, dit_cfg.txt_in_dim))
-          for k, n in zip(keys, (c.text.pos_length, c.text.neg_length))]
-  return bundle_lib.Bundle(dit_cfg, vae_cfg, nnx.state(NaDiT(dit_cfg, nnx.Rngs(c.seed))),
-                           nnx.state(vae), *text)
+  """The VAE stage (`configs/toy.py:vae`) on the pool's HQ crops; its scaling factor set from the
+  trained VAE's latent std. The bundle also holds a random DiT and random text (the diffusion
+  stage's starting point)."""
+  data = lambda run: pool_lib.PoolBatches.from_config({"hq": pixels["hq"]}, c, run.mesh)
+  run = loop.train(c, os.path.join(out, "vae"), data)
+  bundle = export.to_bundle(run, ema=False)
+  vae = nnx.merge(nnx.graphdef(nnx.eval_shape(lambda: autoencoder.VideoAutoencoder(
+      bundle.vae_cfg, nnx.Rngs(0)))), bundle.vae_state)
+  std = latent_std(vae, pool_lib.PoolBatches({"hq": pixels["hq"]}, c.batch_size, 99), 4)
+  print(f"latent std {std:.4f}: scaling factor {1 / std:.4f}", flush=True)
+  return dataclasses.replace(bundle, vae_cfg=dataclasses.replace(bundle.vae_cfg,
+                                                                 scaling_factor=1.0 / std))
 
 
 def float32_vae(bundle: bundle_lib.Bundle):
@@ -224,7 +207,8 @@ def main(argv=None) -> int:
     if stage == "eval":
       evaluate(args.out, args.samples, base, args.smoke)
     elif stage == "vae":
-      bundle_lib.save(train_vae(base, pixels, args.out), os.path.abspath(path))
+      vae_bundle = train_vae(stage_config("vae", args.smoke, overrides), pixels, args.out)
+      bundle_lib.save(vae_bundle, os.path.abspath(path))
     else:
       init = os.path.join(args.out, "bundles",
                           args.apt_from if stage in APT_STAGES else STARTS_FROM[stage])

@@ -1,4 +1,5 @@
-"""The super-resolution condition of SeedVR/SeedVR2 (spec §4.2).
+"""The super-resolution condition of SeedVR/SeedVR2 (the official inference
+pipeline's `get_condition`).
 
 The DiT's 33 input channels are [x_t 0:16 | LQ latent 16:32 | mask 1.0 at 32]. Training may
 noise the LQ latent to a small timestep (SeedVR's condition noise augmentation; 0 in SeedVR2

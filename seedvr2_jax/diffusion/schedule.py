@@ -1,4 +1,5 @@
-"""The lerp (rectified-flow) schedule of SeedVR/SeedVR2 with v-prediction (spec §4.1).
+"""The lerp (rectified-flow) schedule of SeedVR/SeedVR2 with v-prediction (the official
+`common/diffusion` lerp schedule and v_lerp prediction).
 
 Timesteps are on the official 0..T scale (T = 1000); `t01 = t / T`.
   x_t = (1 - t01) x_0 + t01 noise,   v = noise - x_0,   x_0 = x_t - t01 v,

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from seedvr2_jax.infer.options import COLORFIX_MODES
 
-_KERNEL = jnp.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16.0
+_KERNEL = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], np.float32) / 16.0
 
 
 def _blur(x: jnp.ndarray, radius: int) -> jnp.ndarray:
   """Depthwise 3x3 blur dilated by `radius`, replicate padding, on (T, H, W, C)."""
   c = x.shape[-1]
   padded = jnp.pad(x, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="edge")
-  kernel = jnp.tile(_KERNEL[:, :, None, None], (1, 1, 1, c)).astype(x.dtype)
+  kernel = jnp.tile(jnp.asarray(_KERNEL)[:, :, None, None], (1, 1, 1, c)).astype(x.dtype)
   return jax.lax.conv_general_dilated(
       padded, kernel, (1, 1), "VALID", rhs_dilation=(radius, radius),
       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c,

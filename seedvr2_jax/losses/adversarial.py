@@ -1,6 +1,6 @@
 """Adversarial post-training (APT / SeedVR2) losses, float32, weights and sigmas from the caller.
 
-Defaults (paper_facts §3.2, §6): GAN 1.0; approximate R1 = R2 = 1000 (SeedVR2) with sigma 0.01
+Defaults (SeedVR2 paper, Sec. 3 and 4; APT paper): GAN 1.0; approximate R1 = R2 = 1000 (SeedVR2) with sigma 0.01
 for images and 0.1 for videos (APT's values; SeedVR2 does not state its sigma); L1 = feature
 matching = 0.1 (the final SeedVR2 model; 1.0 over-smooths); discriminator timestep shift 1 for
 images and 12 for videos (APT). The discriminator step scores real and generated samples, and

@@ -1,6 +1,6 @@
 """A training run -> the inference checkpoint (`convert/bundle.py`) that `restore` loads and that
-the next stage starts from (`init.checkpoint`): the generator's EMA (or raw) parameters, the run's
-frozen VAE and its text embeddings.
+the next stage starts from (`init.checkpoint`): the trained model's EMA (or raw) parameters with
+the rest of the run's models (`Objective.to_bundle`).
 
   seedvr2-jax export-run --config CONFIG[:ARG] --workdir W --out DIR [--step N] [--raw]
       [--config.FIELD=VALUE ...]   (the config and overrides the run was trained with)
@@ -11,22 +11,15 @@ from __future__ import annotations
 import os
 
 import ml_collections
-from flax import nnx
 
 from seedvr2_jax.convert import bundle as bundle_lib
 from seedvr2_jax.errors import CheckpointError
-from seedvr2_jax.models.vae import config as vae_config
 from seedvr2_jax.train import checkpoint, loop
 
 
 def to_bundle(run, *, ema: bool = True) -> bundle_lib.Bundle:
-  """The run's current generator (its EMA when kept and `ema`) as a Bundle."""
-  params = run.state.ema if ema and run.state.ema is not None else run.state.params
-  model = nnx.merge(run.graphdef, params, run.rest)
-  frozen = run.frozen
-  text = {k: frozen[f"txt_{k}"][:int(frozen[f"txt_{k}_len"])] for k in ("pos", "neg")}
-  return bundle_lib.Bundle(run.dit_cfg, vae_config.VAEConfig(**dict(run.config.vae)),
-                           nnx.state(model), frozen["vae"], text["pos"], text["neg"])
+  """The run's current models as a Bundle (EMA parameters where kept and `ema`)."""
+  return run.objective.to_bundle(run.state, run.frozen, ema=ema)
 
 
 def export_run(config: ml_collections.ConfigDict, workdir: str, out_dir: str, *,

@@ -1,25 +1,21 @@
-"""The jitted training step: a pure function of (TrainState, batch, frozen) -> (TrainState,
-metrics), with explicit shardings and the state donated.
+"""The one training step of every objective, a pure function (TrainState, batch, frozen) ->
+(TrainState, metrics) with explicit shardings and the state donated:
 
-  batch (host data, global arrays) -> latents (`prepare`: frozen VAE, text) -> microbatches
-  -> loss and gradients (summed under lax.scan) -> clipped AdamW update -> EMA
-A step whose loss or gradient norm is not finite leaves the state unchanged (the loop then
-stops with the last good state), so a checkpoint is never written from a poisoned step.
+  batch -> `objective.prepare` (e.g. frozen VAE -> latents) -> microbatches
+  -> `objective.loss_and_grads` (summed under lax.scan) -> `update`: per model its optimizer
+  (clipping inside), EMA, the step and key; a step with any non-finite metric or gradient norm
+  leaves the whole state unchanged, so a checkpoint is never written from a poisoned step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 
 from seedvr2_jax.train.state import TrainState
-
-# loss_fn(model, teacher_model_or_None, latent_batch, key) -> (scalar loss, metrics dict)
-LossFn = Callable[[nnx.Module, nnx.Module | None, dict, jax.Array], tuple[jax.Array, dict]]
 
 
 def _microbatches(batch: dict, count: int) -> dict:
@@ -27,50 +23,52 @@ def _microbatches(batch: dict, count: int) -> dict:
   return jax.tree.map(lambda x: x.reshape(count, x.shape[0] // count, *x.shape[1:]), batch)
 
 
-def make_step(graphdef, rest, tx: optax.GradientTransformation, loss_fn: LossFn,
-              prepare: Callable[[dict, dict, jax.Array], dict], *, ema_decay: float,
-              accum_steps: int = 1, learning_rate: optax.Schedule | None = None):
-  """Returns step(state, batch, frozen) -> (state, metrics); `prepare(frozen, batch, key)`
-  turns a data batch into the latent batch the loss reads."""
+def update(state: TrainState, grads: Mapping, txs: Mapping, *, ema_decay: float,
+           key: jax.Array, metrics: Mapping) -> tuple[TrainState, dict, jax.Array]:
+  """Applies each model's gradients with its optimizer, updates the EMAs, advances the step and
+  key. Returns (new state or `state` unchanged, {model: gradient norm}, finite)."""
+  params, opt_state, norms = {}, {}, {}
+  for name, model_grads in grads.items():
+    updates, opt_state[name] = txs[name].update(model_grads, state.opt_state[name],
+                                                state.params[name])
+    params[name] = optax.apply_updates(state.params[name], updates)
+    norms[name] = optax.tree.norm(model_grads)
+  ema = {name: jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, old,
+                            params[name]) for name, old in state.ema.items()}
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v))
+                              for v in (*metrics.values(), *norms.values())]))
+  new = state.replace(step=state.step + 1, params={**state.params, **params},
+                      opt_state={**state.opt_state, **opt_state}, ema=ema,
+                      key=jax.random.key_data(key))
+  return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state), norms, finite
+
+
+def make_step(objective, phase, *, ema_decay: float, accum_steps: int = 1):
+  """step(state, batch, frozen) -> (state, metrics) of `objective` in `phase`."""
+  txs = {name: model.tx for name, model in objective.trained.items()}
 
   def step(state: TrainState, batch: dict, frozen: dict):
-    key = jax.random.wrap_key_data(state.key)
-    key, prep_key, loss_key = jax.random.split(key, 3)
-    latents = prepare(frozen, batch, prep_key)
-    teacher = None if state.teacher is None else nnx.merge(graphdef, state.teacher, rest)
-
-    def loss_of(params, micro, micro_key):
-      return loss_fn(nnx.merge(graphdef, params, rest), teacher, micro, micro_key)
-
-    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+    key, prep_key, loss_key = jax.random.split(jax.random.wrap_key_data(state.key), 3)
+    inputs = objective.prepare(frozen, batch, prep_key)
+    grads_of = lambda micro, micro_key: objective.loss_and_grads(state, frozen, micro,
+                                                                 micro_key, phase)
     if accum_steps == 1:
-      (loss, aux), grads = grad_fn(state.params, latents, loss_key)
+      metrics, grads = grads_of(inputs, loss_key)
     else:
-      micro = _microbatches(latents, accum_steps)
+      micro = _microbatches(inputs, accum_steps)
       keys = jax.random.split(loss_key, accum_steps)
-      shapes = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), keys[0])
+      shapes = jax.eval_shape(grads_of, jax.tree.map(lambda x: x[0], micro), keys[0])
       zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-      def body(acc, xs):
-        return jax.tree.map(jnp.add, acc, grad_fn(state.params, *xs)), None
-
-      summed, _ = jax.lax.scan(body, zeros, (micro, keys))
-      (loss, aux), grads = jax.tree.map(lambda x: x / accum_steps, summed)
-
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = state.ema
-    if ema is not None:
-      ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
-    grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema=ema,
-                        key=jax.random.key_data(key))
-    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-    metrics = {**aux, "loss": loss, "grad_norm": grad_norm, "finite": finite}
-    if learning_rate is not None:
-      metrics["learning_rate"] = learning_rate(state.step)
-    return new, metrics
+      summed, _ = jax.lax.scan(
+          lambda acc, xs: (jax.tree.map(jnp.add, acc, grads_of(*xs)), None), zeros,
+          (micro, keys))
+      metrics, grads = jax.tree.map(lambda x: x / accum_steps, summed)
+    new, norms, finite = update(state, grads, txs, ema_decay=ema_decay, key=key,
+                                metrics=metrics)
+    for name, model in objective.trained.items():
+      metrics[f"{model.metric_prefix}grad_norm"] = norms[name]
+      metrics[f"{model.metric_prefix}learning_rate"] = model.learning_rate(state.step)
+    return new, {**metrics, "finite": finite}
 
   return step
 

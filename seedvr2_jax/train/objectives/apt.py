@@ -10,23 +10,27 @@ One jitted step makes both updates (fused), each on its own optimizer:
     in one call of 4B samples, or one group at a time (`APTConfig.d_sequential`)
       L_D = w_gan RpGAN_D + w_r1 approx_R1 + w_r2 approx_R2
 Images (one latent frame) use sigma / timestep shift of images, clips those of videos
-(losses/adversarial.py); the clip length is static, so the choice is made at trace time.
+(losses/adversarial.py); the clip length is static, so the choice is made at trace time. Both
+gradients are taken at the step's incoming state; train/step.py applies them together, each
+with its own optimizer (`optim` for G, `d_optim` for D), and keeps an EMA of G.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
-import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
 from seedvr2_jax.diffusion import condition
 from seedvr2_jax.infer.one_step import predict_x0
 from seedvr2_jax.losses import adversarial as adv
-from seedvr2_jax.train import state as state_lib
+from seedvr2_jax.models.discriminator import Discriminator
+from seedvr2_jax.train import start
+from seedvr2_jax.train.objectives.base import trained
+from seedvr2_jax.train.objectives.diffusion import DiTObjective
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,37 +47,28 @@ class APTConfig:
   shift_image: float = adv.TIMESTEP_SHIFT_IMAGE
   shift_video: float = adv.TIMESTEP_SHIFT_VIDEO
   d_sequential: bool = False  # D step: one sample group at a time (discriminator_grads)
+  head_layers: tuple[int, ...] = ()  # D's head blocks (0-based); () = APT's relative depths
+  d_remat: str = "full"  # remat policy of D's trunk
 
 
-@flax.struct.dataclass
-class APTState:
-  step: jax.Array  # int32 scalar
-  params: object  # G's nnx.Param leaves (float32)
-  opt_state: object  # G's optimizer
-  ema: object  # EMA of G's parameters, or None
-  d_params: object  # D's nnx.Param leaves (float32)
-  d_opt_state: object  # D's optimizer
-  key: jax.Array  # uint32 raw key data
+class Draws(NamedTuple):
+  """The random inputs of one APT step: G's noise at t = T, D's timesteps (B,) and the noise
+  that takes samples to them (shared by real and fake), and the key of R1/R2's perturbations."""
+
+  noise: jax.Array
+  t_b: jax.Array
+  d_noise: jax.Array
+  perturb_key: jax.Array
 
 
-def create(params, d_params, tx, d_tx, seed: int, *, ema: bool) -> APTState:
-  return APTState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                  ema=jax.tree.map(jnp.copy, params) if ema else None, d_params=d_params,
-                  d_opt_state=d_tx.init(d_params),
-                  key=jax.random.key_data(jax.random.key(seed)))
-
-
-def shardings(abstract: APTState, params_sharding, d_params_sharding, tx, d_tx,
-              mesh) -> APTState:
-  """G-shaped trees follow `params_sharding`, D-shaped ones `d_params_sharding`."""
-  rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return APTState(
-      step=rep, params=params_sharding,
-      opt_state=state_lib.optimizer_shardings(tx, abstract.opt_state, params_sharding, rep),
-      ema=None if abstract.ema is None else params_sharding, d_params=d_params_sharding,
-      d_opt_state=state_lib.optimizer_shardings(d_tx, abstract.d_opt_state, d_params_sharding,
-                                                rep),
-      key=rep)
+def draws(key: jax.Array, latents: dict, cfg: APTConfig) -> Draws:
+  """`Draws` for `latents` (the image or video shift by the clip length)."""
+  noise_key, t_key, d_noise_key, perturb_key = jax.random.split(key, 4)
+  shape = latents["hq"].shape
+  _, shift = _sigma_and_shift(cfg, shape[1])
+  return Draws(jax.random.normal(noise_key, shape, jnp.float32),
+               adv.sample_discriminator_timesteps(t_key, shape[0], shift),
+               jax.random.normal(d_noise_key, shape, jnp.float32), perturb_key)
 
 
 def _sigma_and_shift(cfg: APTConfig, latent_frames: int) -> tuple[float, float]:
@@ -154,48 +149,37 @@ def discriminator_grads(d_graphdef, d_params, d_rest, batch: dict, fake_x0, t_b,
   return (loss, metrics), grads
 
 
-def make_step(graphdef, rest, d_graphdef, d_rest, tx, d_tx, prepare, cfg: APTConfig, *,
-              ema_decay: float, learning_rate=None):
-  """step(state, batch, frozen) -> (state, metrics): the G update, then the D update. A step
-  with any non-finite loss or gradient norm leaves the state unchanged."""
+class APT(DiTObjective):
+  """G is the DiT ("dit"); D ("discriminator", metrics prefixed "d/") is made from G's starting
+  weights with query heads (models/discriminator.py)."""
 
-  def step(state: APTState, batch: dict, frozen: dict):
-    key = jax.random.wrap_key_data(state.key)
-    key, prep_key, noise_key, t_key, d_noise_key, perturb_key = jax.random.split(key, 6)
-    latents = prepare(frozen, batch, prep_key)
-    shape = latents["hq"].shape
-    _, shift = _sigma_and_shift(cfg, shape[1])
-    noise = jax.random.normal(noise_key, shape, jnp.float32)
-    t_b = adv.sample_discriminator_timesteps(t_key, shape[0], shift)
-    d_noise = jax.random.normal(d_noise_key, shape, jnp.float32)
+  name = "apt"
 
-    frozen_d = nnx.merge(d_graphdef, state.d_params, d_rest)
-    g_loss_of = lambda p: generator_loss(nnx.merge(graphdef, p, rest), frozen_d, latents, noise,
-                                         t_b, d_noise, cfg)
+  def build(self) -> dict:
+    frozen = super().build()
+    c = self.config
+    self.cfg = APTConfig(**c.apt)
+    disc = Discriminator.from_generator(self.dit.merge(), self.cfg.head_layers or None,
+                                        rngs=nnx.Rngs(c.seed + 3), remat=self.cfg.d_remat)
+    self.disc = start.place(disc, self.mesh, start.rules_of(c))
+    self.trained["discriminator"] = trained(self.disc, c.d_optim, c.total_steps,
+                                            metric_prefix="d/")
+    return frozen
+
+  def loss_and_grads(self, state, frozen, inputs, key, phase):
+    d = draws(key, inputs, self.cfg)
+    frozen_d = self.disc.merge(state.params["discriminator"])
+    g_loss_of = lambda p: generator_loss(self.dit.merge(p), frozen_d, inputs, d.noise, d.t_b,
+                                         d.d_noise, self.cfg)
     (g_loss, (g_metrics, x0)), g_grads = jax.value_and_grad(g_loss_of, has_aux=True)(
-        state.params)
-    updates, opt_state = tx.update(g_grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = state.ema
-    if ema is not None:
-      ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
-
+        state.params["dit"])
     (d_loss, d_metrics), d_grads = discriminator_grads(
-        d_graphdef, state.d_params, d_rest, latents, x0, t_b, d_noise, perturb_key, cfg)
-    d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
+        self.disc.graphdef, state.params["discriminator"], self.disc.rest, inputs, x0, d.t_b,
+        d.d_noise, d.perturb_key, self.cfg)
+    return ({**g_metrics, **d_metrics, "loss": g_loss, "d/loss": d_loss},
+            {"dit": g_grads, "discriminator": d_grads})
 
-    g_norm, d_norm = optax.tree.norm(g_grads), optax.tree.norm(d_grads)
-    finite = (jnp.isfinite(g_loss) & jnp.isfinite(d_loss) & jnp.isfinite(g_norm)
-              & jnp.isfinite(d_norm))
-    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema=ema,
-                        d_params=d_params, d_opt_state=d_opt_state,
-                        key=jax.random.key_data(key))
-    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-    metrics = {**g_metrics, **d_metrics, "loss": g_loss, "d/loss": d_loss, "grad_norm": g_norm,
-               "d/grad_norm": d_norm, "finite": finite}
-    if learning_rate is not None:
-      metrics["learning_rate"] = learning_rate(state.step)
-    return new, metrics
-
-  return step
+  def forwards(self, phase):
+    # G: forward + backward (3); D in the G step: 2 samples forward, backward on one (4); D step:
+    # 4 samples forward + backward (12). D counted as a full trunk forward.
+    return 3 + 4 + 12
