@@ -93,10 +93,10 @@ def _degrade(args) -> int:
 
 
 def _evaluate(args) -> int:
-  from seedvr2_jax.metrics import evaluate
+  from seedvr2_jax.metrics import evaluate, suite
   evaluate.run_cli(args.restored, args.reference, crop_border=args.crop_border,
-                   max_frames=args.max_frames, json_path=args.json, with_lpips=not args.no_lpips,
-                   overwrite=args.overwrite)
+                   max_frames=args.max_frames, json_path=args.json,
+                   metrics=suite.parse(args.metrics), overwrite=args.overwrite)
   return 0
 
 
@@ -212,15 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--overwrite", action="store_true", help="replace an existing output")
   p.set_defaults(run=_degrade)
 
-  p = sub.add_parser("evaluate", help="mean PSNR / SSIM (Y) / LPIPS of restored frames against "
-                                      "the reference")
-  p.add_argument("restored", help="video file, image, or folder of PNG/JPG frames")
-  p.add_argument("reference", help="the ground truth: same frame size and frame count")
+  p = sub.add_parser("evaluate", help="quality metrics of restored frames (mean over frames), "
+                                      "against the reference for full-reference ones")
+  p.add_argument("restored", help="video file, image, or folder of PNG/JPG/BMP frames")
+  p.add_argument("reference", nargs="?",
+                 help="the ground truth: same frame size and frame count (full-reference metrics)")
+  p.add_argument("--metrics", default="psnr,ssim,lpips,dists,niqe",
+                 help="comma-separated: psnr, ssim, lpips, dists, ssim_bt601 (full-reference), "
+                      "niqe (no-reference)")
   p.add_argument("--crop-border", type=int, default=0, help="pixels dropped on each side first")
   p.add_argument("--max-frames", type=int, help="compare only the first N frames")
   p.add_argument("--json", help="also write the means and per-frame values to this JSON file")
-  p.add_argument("--no-lpips", action="store_true",
-                 help="PSNR and SSIM only (LPIPS needs pip install 'seedvr2-jax[metrics]')")
   p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
   p.set_defaults(run=_evaluate)
 

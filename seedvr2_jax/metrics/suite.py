@@ -1,0 +1,109 @@
+"""The metric suite of `evaluate` and `tables`: names, loading, and scoring one frame pair.
+
+Full-reference metrics (PSNR, SSIM, LPIPS, DISTS; BT.601 SSIM on request) compare a restored frame
+with its reference; no-reference ones (NIQE) score the restored frame alone. Conventions are
+pyiqa's defaults (docs/tables.md): 8-bit RGB frames as float in [0, 1], one value per frame, a
+video's score the mean over its frames. A metric whose weights cannot be found is left out with
+one line naming what is missing; the others are still computed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seedvr2_jax.errors import CheckpointError, ConfigError, InputError
+from seedvr2_jax.metrics import dists as dists_lib
+from seedvr2_jax.metrics import fidelity
+from seedvr2_jax.metrics import lpips as lpips_lib
+from seedvr2_jax.metrics import niqe as niqe_lib
+
+FULL_REFERENCE = ("psnr", "ssim", "lpips", "dists", "ssim_bt601")
+NO_REFERENCE = ("niqe",)
+DEFAULT = ("psnr", "ssim", "lpips", "dists", "niqe")
+LOWER_IS_BETTER = frozenset({"lpips", "dists", "niqe"})
+
+
+def parse(text: str) -> tuple[str, ...]:
+  """'psnr,ssim,...' -> names in the given order; ConfigError on an unknown or repeated name."""
+  names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
+  known = FULL_REFERENCE + NO_REFERENCE
+  unknown = [n for n in names if n not in known]
+  if unknown or not names:
+    raise ConfigError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}: choose from "
+                      f"{','.join(known)}")
+  if len(set(names)) != len(names):
+    raise ConfigError(f"metric named twice in {text!r}")
+  return names
+
+
+def _full_reference_fn(names: tuple[str, ...]) -> Callable:
+  """A jitted (params, x (H, W, 3) uint8, y) -> {name: scalar} of the full-reference `names`."""
+  def scores(params, x_hwc, y_hwc):
+    x_hwc, y_hwc = (v.astype(jnp.float32) / 255.0 for v in (x_hwc, y_hwc))
+    fns = {"psnr": lambda: fidelity.psnr(x_hwc, y_hwc),
+           "ssim": lambda: fidelity.ssim(x_hwc, y_hwc),
+           "ssim_bt601": lambda: fidelity.ssim_bt601(x_hwc, y_hwc),
+           "lpips": lambda: lpips_lib.lpips(params["lpips"], x_hwc, y_hwc),
+           "dists": lambda: dists_lib.dists(params["dists"], x_hwc, y_hwc)}
+    return {n: fns[n]() for n in names}
+  return jax.jit(scores)
+
+
+_LOADERS = {"lpips": lpips_lib.load_weights, "dists": dists_lib.load_weights,
+            "niqe": niqe_lib.load_pristine}
+
+
+@dataclasses.dataclass
+class Suite:
+  """Loaded metrics: `names` (requested, in order), `unavailable` {name: one-line reason}."""
+
+  names: tuple[str, ...]
+  params: dict
+  unavailable: dict[str, str]
+
+  @classmethod
+  def load(cls, names: tuple[str, ...], log=print) -> "Suite":
+    params, unavailable = {}, {}
+    for name in names:
+      if name not in _LOADERS:
+        continue
+      try:
+        params[name] = _LOADERS[name]()
+      except CheckpointError as e:
+        unavailable[name] = str(e)
+        log(f"note: {name} not computed: {e}")
+    return cls(tuple(n for n in names if n not in unavailable), params, unavailable)
+
+  @property
+  def full_reference(self) -> tuple[str, ...]:
+    return tuple(n for n in self.names if n in FULL_REFERENCE)
+
+  @property
+  def no_reference(self) -> tuple[str, ...]:
+    return tuple(n for n in self.names if n in NO_REFERENCE)
+
+  def frame_scorer(self, with_reference: bool) -> Callable:
+    """(x (H, W, 3) uint8, y or None) -> {name: float} of every metric that applies."""
+    fr = self.full_reference if with_reference else ()
+    jitted = _full_reference_fn(fr) if fr else None
+    fr_params = {k: v for k, v in self.params.items() if k in fr}
+
+    def score(x_hwc: np.ndarray, y_hwc: np.ndarray | None) -> dict[str, float]:
+      out = {}
+      if jitted is not None:
+        out.update({k: float(v) for k, v in jitted(fr_params, x_hwc, y_hwc).items()})
+      if "niqe" in self.names:
+        luma = np.asarray(fidelity.rgb_to_y_rounded(x_hwc.astype(np.float32) / 255.0))
+        out["niqe"] = niqe_lib.niqe_y(luma, self.params["niqe"])
+      return {n: out[n] for n in self.names if n in out}
+    return score
+
+  def check_reference(self, has_reference: bool) -> None:
+    if self.full_reference and not has_reference:
+      raise InputError(f"{','.join(self.full_reference)} need a reference (pass REFERENCE, or "
+                       f"--metrics {','.join(self.no_reference) or 'niqe'} alone)")
