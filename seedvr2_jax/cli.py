@@ -100,6 +100,19 @@ def _evaluate(args) -> int:
   return 0
 
 
+def _tables(args) -> int:
+  import jax
+
+  from seedvr2_jax.metrics import suite
+  from seedvr2_jax.tables import run
+  if args.distributed:
+    jax.distributed.initialize()  # cluster (SLURM, TPU pod, ...) detected from the environment
+  run.run(args.datasets.split(","), args.data_dir, args.out, checkpoints=args.checkpoint,
+          max_clips=args.max_clips, max_frames=args.max_frames, clip_frames=args.clip_frames,
+          metrics=suite.parse(args.metrics) if args.metrics else None)
+  return 0
+
+
 def _build_dataset(args) -> int:
   from seedvr2_jax.data import tfds_builders
   builder = tfds_builders.build(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir,
@@ -225,6 +238,24 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--json", help="also write the means and per-frame values to this JSON file")
   p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
   p.set_defaults(run=_evaluate)
+
+  p = sub.add_parser("tables", help="restore and score the test sets with each model and "
+                                    "bicubic: OUT/results.json, OUT/tables.md (SeedVR2 Tables 1, 4)")
+  p.add_argument("--checkpoint", action="append",
+                 help="LABEL=DIR, repeatable (none: the bundled toy model); label official "
+                      "checkpoints SeedVR2-3B / SeedVR2-7B to see the paper's numbers beside them")
+  p.add_argument("--datasets", default="seedvr2_samples",
+                 help="comma-separated tfds builders: spmcs, udm10, reds30, youhq40, videolq, "
+                      "seedvr2_samples[/small]")
+  p.add_argument("--data-dir", required=True, help="where build-dataset wrote the datasets")
+  p.add_argument("--out", required=True, help="results folder; the same command resumes it")
+  p.add_argument("--max-clips", type=int, help="only the first N clips of each dataset")
+  p.add_argument("--max-frames", type=int, help="only the first N frames of each clip")
+  p.add_argument("--clip-frames", type=int, help="restore in clips of N frames (default: whole)")
+  p.add_argument("--metrics", help="comma-separated subset (default: all available)")
+  p.add_argument("--distributed", action="store_true",
+                 help="one process per host (jax.distributed.initialize); clips dealt out")
+  p.set_defaults(run=_tables)
 
   p = sub.add_parser("build-dataset", help="build a tfds dataset (array_record) from a folder")
   p.add_argument("name", help="spmcs, udm10, reds30, youhq40[/given], videolq, seedvr2_samples"

