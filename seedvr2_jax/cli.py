@@ -96,7 +96,8 @@ def _evaluate(args) -> int:
   from seedvr2_jax.metrics import evaluate, suite
   evaluate.run_cli(args.restored, args.reference, crop_border=args.crop_border,
                    max_frames=args.max_frames, json_path=args.json,
-                   metrics=suite.parse(args.metrics), overwrite=args.overwrite)
+                   metrics=suite.parse(args.metrics), iqa_weights=args.iqa_weights,
+                   overwrite=args.overwrite)
   return 0
 
 
@@ -109,7 +110,8 @@ def _tables(args) -> int:
     jax.distributed.initialize()  # cluster (SLURM, TPU pod, ...) detected from the environment
   run.run(args.datasets.split(","), args.data_dir, args.out, checkpoints=args.checkpoint,
           max_clips=args.max_clips, max_frames=args.max_frames, clip_frames=args.clip_frames,
-          metrics=suite.parse(args.metrics) if args.metrics else None)
+          metrics=suite.parse(args.metrics) if args.metrics else None,
+          iqa_weights=args.iqa_weights)
   return 0
 
 
@@ -232,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="the ground truth: same frame size and frame count (full-reference metrics)")
   p.add_argument("--metrics", default="psnr,ssim,lpips,dists,niqe",
                  help="comma-separated: psnr, ssim, lpips, dists, ssim_bt601 (full-reference), "
-                      "niqe (no-reference)")
+                      "niqe, musiq (no-reference)")
+  p.add_argument("--iqa-weights", help="folder of the official MUSIQ weight files (README)")
   p.add_argument("--crop-border", type=int, default=0, help="pixels dropped on each side first")
   p.add_argument("--max-frames", type=int, help="compare only the first N frames")
   p.add_argument("--json", help="also write the means and per-frame values to this JSON file")
@@ -253,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--max-frames", type=int, help="only the first N frames of each clip")
   p.add_argument("--clip-frames", type=int, help="restore in clips of N frames (default: whole)")
   p.add_argument("--metrics", help="comma-separated subset (default: all available)")
+  p.add_argument("--iqa-weights", help="folder of the official MUSIQ weight files (README)")
   p.add_argument("--distributed", action="store_true",
                  help="one process per host (jax.distributed.initialize); clips dealt out")
   p.set_defaults(run=_tables)

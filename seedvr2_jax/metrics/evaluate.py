@@ -47,13 +47,13 @@ def _check(restored: video_io.MediaInfo, reference: video_io.MediaInfo, crop_bor
 
 def evaluate(restored: str, reference: str | None = None, *, crop_border: int = 0,
              max_frames: int | None = None, metrics: tuple[str, ...] = suite_lib.DEFAULT,
-             log=print) -> dict:
+             iqa_weights: str | None = None, log=print) -> dict:
   """Means and per-frame values: {"frames", <metric>: mean, ..., "per_frame": {metric: [...]},
   "unavailable": {metric: reason}}. Without `reference` only no-reference metrics apply."""
   info_x = video_io.probe(restored)
   info_y = video_io.probe(reference) if reference is not None else None
   frames = _check(info_x, info_y or info_x, crop_border, max_frames)
-  suite = suite_lib.Suite.load(metrics, log)
+  suite = suite_lib.Suite.load(metrics, log, iqa_weights)
   suite.check_reference(reference is not None)
   score = suite.frame_scorer(reference is not None)
   c = crop_border
@@ -80,13 +80,15 @@ def evaluate(restored: str, reference: str | None = None, *, crop_border: int = 
 
 def run_cli(restored: str, reference: str | None = None, *, crop_border: int = 0,
             max_frames: int | None = None, json_path: str | None = None,
-            metrics: tuple[str, ...] = suite_lib.DEFAULT, overwrite: bool = False) -> dict:
+            metrics: tuple[str, ...] = suite_lib.DEFAULT, iqa_weights: str | None = None,
+            overwrite: bool = False) -> dict:
   """`evaluate`, then one printed line of `name=value` means and optionally a JSON file of
   everything (the means under the same names, as top-level keys)."""
   if json_path and os.path.exists(json_path) and not overwrite:
     raise InputError(f"{json_path} exists (pass --overwrite to replace it)")
   result = evaluate(restored, reference, crop_border=crop_border, max_frames=max_frames,
-                    metrics=metrics, log=lambda line: print(line, file=sys.stderr))
+                    metrics=metrics, iqa_weights=iqa_weights,
+                    log=lambda line: print(line, file=sys.stderr))
   means = " ".join(f"{k}={result[k]:.4f}" for k in metrics if k in result)
   print(f"frames={result['frames']} {means}")
   if json_path:  # identical frames: psnr is Infinity

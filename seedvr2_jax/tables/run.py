@@ -196,14 +196,14 @@ def _score_clip(suite: suite_lib.Suite, scorers: dict, output: np.ndarray,
 def run(datasets: list[str], data_dir: str, out: str, *, checkpoints: list[str] | None = None,
         max_clips: int | None = None, max_frames: int | None = None,
         clip_frames: int | None = None, metrics: tuple[str, ...] | None = None,
-        log=print) -> dict:
+        iqa_weights: str | None = None, log=print) -> dict:
   """Runs (or resumes) the tables into `out`; returns the results.json content."""
   specs = [protocol.dataset(d) for d in datasets]
   rows = parse_rows(checkpoints or [])
   if (max_clips is not None and max_clips < 1) or (max_frames is not None and max_frames < 1):
     raise InputError(f"need --max-clips and --max-frames >= 1, got {max_clips}, {max_frames}")
   suite = suite_lib.Suite.load(metrics or suite_lib.FULL_REFERENCE[:4] + suite_lib.NO_REFERENCE,
-                               log)
+                               log, iqa_weights)
   settings = Settings([s.builder for s in specs], rows, max_clips, max_frames, clip_frames,
                       list(suite.names))
   sources = {s.builder: _open_dataset(s, data_dir) for s in specs}

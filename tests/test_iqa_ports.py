@@ -1,0 +1,69 @@
+"""MUSIQ, CLIP-IQA and DOVER ports against their reference implementations: small random-weight
+configurations of the same architecture code, run once by the reference code
+(tests/fixtures/iqa_parity/README.md); the weights load through the official state_dict names
+from a file in an --iqa-weights folder."""
+
+import os
+
+import numpy as np
+import pytest
+
+from seedvr2_jax import cli
+from seedvr2_jax.convert import safetensors_io
+from seedvr2_jax.data import video_io
+from seedvr2_jax.errors import CheckpointError
+from seedvr2_jax.metrics import musiq, suite
+
+PARITY = os.path.join(os.path.dirname(__file__), "fixtures", "iqa_parity")
+
+
+def _fixture(name):
+  with np.load(os.path.join(PARITY, f"{name}.npz")) as data:
+    return dict(data)
+
+
+def _weights_dir(tmp_path, fixture, file_name):
+  """The fixture's weights, under their official names, as a file in an --iqa-weights folder."""
+  tensors = {k[2:]: v.astype(np.float32) for k, v in fixture.items() if k.startswith("w/")}
+  safetensors_io.save_file(tensors, str(tmp_path / file_name))
+  return str(tmp_path)
+
+
+MUSIQ_SMALL = musiq.Config(hidden=16, mlp=32, heads=2, layers=2, grid=10, longer_sides=(64, 96))
+
+
+def test_musiq_matches_pyiqa(tmp_path):
+  fixture = _fixture("musiq")
+  params = musiq.load_weights(_weights_dir(tmp_path, fixture, "musiq_koniq.safetensors"),
+                              MUSIQ_SMALL)
+  score = musiq.make_musiq(params, MUSIQ_SMALL)
+  for i in range(2):  # 72x100 and 40x56: resized scales padded, the original cut as it is
+    got = score(fixture[f"image_{i}"].astype(np.float32) / 255.0)
+    np.testing.assert_allclose(got, fixture[f"score_{i}"], atol=1e-5, rtol=0)
+
+
+def test_missing_and_mismatched_weights(tmp_path):
+  with pytest.raises(CheckpointError, match="musiq weights not found in .*musiq_koniq_ckpt"):
+    musiq.load_weights(str(tmp_path))
+  with pytest.raises(CheckpointError, match="no --iqa-weights folder given"):
+    musiq.load_weights(None)
+  safetensors_io.save_file({"head.weight": np.zeros((1, 384), np.float32)},
+                           str(tmp_path / "musiq_koniq.safetensors"))
+  with pytest.raises(CheckpointError, match="expected tensors missing"):
+    musiq.load_weights(str(tmp_path))
+
+
+def test_evaluate_scores_musiq_from_the_weights_folder(tmp_path, monkeypatch, capsys):
+  fixture = _fixture("musiq")
+  folder = _weights_dir(tmp_path, fixture, "musiq_koniq.safetensors")
+  monkeypatch.setitem(suite._LOADERS, "musiq", lambda d: musiq.load_weights(d, MUSIQ_SMALL))
+  monkeypatch.setitem(suite._FRAME_MODELS, "musiq",
+                      lambda params: musiq.make_musiq(params, MUSIQ_SMALL))
+  image = tmp_path / "image.png"
+  video_io.write_image(str(image), fixture["image_0"])
+  assert cli.main(["evaluate", str(image), "--metrics", "musiq", "--iqa-weights", folder]) == 0
+  assert capsys.readouterr().out.strip() == f"frames=1 musiq={float(fixture['score_0']):.4f}"
+  assert cli.main(["evaluate", str(image), str(image), "--metrics", "ssim,musiq"]) == 0
+  captured = capsys.readouterr()
+  assert captured.out.strip() == "frames=1 ssim=1.0000"
+  assert "note: musiq not computed: musiq weights not found" in captured.err
