@@ -12,7 +12,7 @@ from seedvr2_jax import cli
 from seedvr2_jax.convert import safetensors_io
 from seedvr2_jax.data import video_io
 from seedvr2_jax.errors import CheckpointError
-from seedvr2_jax.metrics import musiq, suite
+from seedvr2_jax.metrics import clipiqa, musiq, suite
 
 PARITY = os.path.join(os.path.dirname(__file__), "fixtures", "iqa_parity")
 
@@ -27,6 +27,26 @@ def _weights_dir(tmp_path, fixture, file_name):
   tensors = {k[2:]: v.astype(np.float32) for k, v in fixture.items() if k.startswith("w/")}
   safetensors_io.save_file(tensors, str(tmp_path / file_name))
   return str(tmp_path)
+
+
+CLIPIQA_SMALL = clipiqa.Config(layers=(1, 1, 1, 1), width=8, embed=32, pool_grid=2,
+                               text_width=64, text_heads=2, text_layers=2)
+
+
+def test_clipiqa_matches_pyiqa(tmp_path):
+  fixture = _fixture("clipiqa")
+  # The reference's tokenizer gave our prompt tokens (end-padded with zeros to 77).
+  assert [tuple(int(t) for t in row if t) for row in fixture["tokens"]] == list(
+      clipiqa.PROMPT_TOKENS)
+  table = np.zeros((CLIPIQA_SMALL.vocab, CLIPIQA_SMALL.text_width), np.float16)
+  table[fixture["token_rows"]] = fixture["w/token_embedding.weight"]  # only these rows are read
+  fixture["w/token_embedding.weight"] = table
+  params = clipiqa.load_weights(_weights_dir(tmp_path, fixture, "open_clip_model.safetensors"),
+                                CLIPIQA_SMALL)
+  score = clipiqa.make_clipiqa(params, CLIPIQA_SMALL)
+  for i in range(2):  # 64x96 and 45x70 (odd sizes: floor pooling)
+    got = score(fixture[f"image_{i}"].astype(np.float32) / 255.0)
+    np.testing.assert_allclose(got, fixture[f"score_{i}"], atol=1e-5, rtol=0)
 
 
 MUSIQ_SMALL = musiq.Config(hidden=16, mlp=32, heads=2, layers=2, grid=10, longer_sides=(64, 96))
