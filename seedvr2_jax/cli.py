@@ -234,8 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="the ground truth: same frame size and frame count (full-reference metrics)")
   p.add_argument("--metrics", default="psnr,ssim,lpips,dists,niqe",
                  help="comma-separated: psnr, ssim, lpips, dists, ssim_bt601 (full-reference), "
-                      "niqe, musiq, clipiqa (no-reference)")
-  p.add_argument("--iqa-weights", help="folder of the official MUSIQ / CLIP-IQA weight files (README)")
+                      "niqe, musiq, clipiqa, dover (no-reference)")
+  p.add_argument("--iqa-weights", help="folder of the official MUSIQ / CLIP-IQA / DOVER weight files (README)")
   p.add_argument("--crop-border", type=int, default=0, help="pixels dropped on each side first")
   p.add_argument("--max-frames", type=int, help="compare only the first N frames")
   p.add_argument("--json", help="also write the means and per-frame values to this JSON file")
@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--max-frames", type=int, help="only the first N frames of each clip")
   p.add_argument("--clip-frames", type=int, help="restore in clips of N frames (default: whole)")
   p.add_argument("--metrics", help="comma-separated subset (default: all available)")
-  p.add_argument("--iqa-weights", help="folder of the official MUSIQ / CLIP-IQA weight files (README)")
+  p.add_argument("--iqa-weights", help="folder of the official MUSIQ / CLIP-IQA / DOVER weight files (README)")
   p.add_argument("--distributed", action="store_true",
                  help="one process per host (jax.distributed.initialize); clips dealt out")
   p.set_defaults(run=_tables)

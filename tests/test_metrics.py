@@ -309,7 +309,7 @@ def test_evaluate_no_reference_unknown_metric_and_missing_weights(tmp_path, caps
           for f in frames_u8.astype(np.float32)]
   np.testing.assert_allclose(result["niqe"], np.mean(want), rtol=1e-6)
   assert capsys.readouterr().out.strip() == f"frames=2 niqe={result['niqe']:.4f}"
-  for args, message in ((["--metrics", "psnr,musiq"], "unknown metric(s) musiq"),
+  for args, message in ((["--metrics", "psnr,vmaf"], "unknown metric(s) vmaf"),
                         ([], "psnr,ssim,lpips,dists need a reference")):
     assert cli.main(["evaluate", str(tmp_path / "restored"), *args]) == 2
     err = capsys.readouterr().err

