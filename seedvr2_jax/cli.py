@@ -235,15 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--metrics", default="psnr,ssim,lpips,dists,niqe",
                  help="comma-separated: psnr, ssim, lpips, dists, ssim_bt601 (full-reference), "
                       "niqe, musiq, clipiqa, dover (no-reference)")
-  p.add_argument("--iqa-weights", help="folder of the official MUSIQ / CLIP-IQA / DOVER weight files (README)")
+  p.add_argument("--iqa-weights",
+                 help="folder of the MUSIQ / CLIP-IQA / DOVER weight files (docs/tables.md)")
   p.add_argument("--crop-border", type=int, default=0, help="pixels dropped on each side first")
   p.add_argument("--max-frames", type=int, help="compare only the first N frames")
   p.add_argument("--json", help="also write the means and per-frame values to this JSON file")
   p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
   p.set_defaults(run=_evaluate)
 
-  p = sub.add_parser("tables", help="restore and score the test sets with each model and "
-                                    "bicubic: OUT/results.json, OUT/tables.md (SeedVR2 Tables 1, 4)")
+  p = sub.add_parser("tables", help="restore and score the test sets with each model and bicubic:"
+                                    " OUT/results.json, OUT/tables.md (SeedVR2 Tables 1 and 4)")
   p.add_argument("--checkpoint", action="append",
                  help="LABEL=DIR, repeatable (none: the bundled toy model); label official "
                       "checkpoints SeedVR2-3B / SeedVR2-7B to see the paper's numbers beside them")
@@ -256,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--max-frames", type=int, help="only the first N frames of each clip")
   p.add_argument("--clip-frames", type=int, help="restore in clips of N frames (default: whole)")
   p.add_argument("--metrics", help="comma-separated subset (default: all available)")
-  p.add_argument("--iqa-weights", help="folder of the official MUSIQ / CLIP-IQA / DOVER weight files (README)")
+  p.add_argument("--iqa-weights",
+                 help="folder of the MUSIQ / CLIP-IQA / DOVER weight files (docs/tables.md)")
   p.add_argument("--distributed", action="store_true",
                  help="one process per host (jax.distributed.initialize); clips dealt out")
   p.set_defaults(run=_tables)

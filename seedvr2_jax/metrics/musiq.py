@@ -42,7 +42,6 @@ class Config:
   layers: int = 14
   grid: int = 10  # hashed spatial positions: grid x grid
   longer_sides: tuple[int, ...] = (224, 384)
-  classes: int = 1  # KonIQ: one MOS output
 
 
 def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
@@ -60,7 +59,7 @@ def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
             "transformer_encoder.cls": (1, 1, cfg.hidden),
             "transformer_encoder.encoder_norm.weight": (cfg.hidden,),
             "transformer_encoder.encoder_norm.bias": (cfg.hidden,),
-            "head.weight": (cfg.classes, cfg.hidden), "head.bias": (cfg.classes,)}
+            "head.weight": (1, cfg.hidden), "head.bias": (1,)}  # KonIQ: one MOS output
   for name, width in (("gn1", ROOT), ("gn2", ROOT), ("gn3", 4 * ROOT), ("gn_proj", 4 * ROOT)):
     shapes.update({f"block1.{name}.weight": (width,), f"block1.{name}.bias": (width,)})
   for i in range(cfg.layers):
@@ -151,7 +150,7 @@ def _cnn(params, x_nhwc):
 
 
 def forward(params: dict, patches, positions, scales, mask, cfg: Config) -> jnp.ndarray:
-  """One image's patch sequence (as `multiscale_patches`) -> (classes,) head output."""
+  """One image's patch sequence (as `multiscale_patches`) -> (1,) head output, the MOS."""
   x = _cnn(params, patches)
   x = tl.linear(params, "embedding", jnp.reshape(x, (x.shape[0], -1)))
   enc = "transformer_encoder"
@@ -177,8 +176,5 @@ def make_musiq(params: dict, cfg: Config = Config()):
   jitted = jax.jit(functools.partial(forward, cfg=cfg))
 
   def score(image_hwc: np.ndarray) -> float:
-    out = jitted(params, *multiscale_patches(image_hwc, cfg))
-    if cfg.classes > 1:  # distribution over 1..classes -> its mean (AVA-style heads)
-      out = jnp.sum(jax.nn.softmax(out) * jnp.arange(1, cfg.classes + 1))
-    return float(jnp.reshape(out, ()))
+    return float(jitted(params, *multiscale_patches(image_hwc, cfg))[0])
   return score

@@ -1,12 +1,12 @@
 """The metric suite of `evaluate` and `tables`: names, loading, and scoring one frame pair.
 
 Full-reference metrics (PSNR, SSIM, LPIPS, DISTS; BT.601 SSIM on request) compare a restored frame
-with its reference; no-reference ones (NIQE, MUSIQ, CLIP-IQA) score the restored frame alone, and DOVER (technical)
-the restored video once, from the frames it samples. MUSIQ, CLIP-IQA and DOVER read their
-official weights from the user's `iqa_weights` folder (nothing is downloaded). Conventions are
-pyiqa's defaults (docs/tables.md): 8-bit RGB frames as float in [0, 1], one value per frame, a
-video's score the mean over its frames. A metric whose weights cannot be found is left out with
-one line naming what is missing; the others are still computed.
+with its reference; no-reference ones (NIQE, MUSIQ, CLIP-IQA) score the restored frame alone, and
+DOVER (technical) the restored video once, from the frames it samples. MUSIQ, CLIP-IQA and DOVER
+read their official weights from the user's `iqa_weights` folder (nothing is downloaded).
+Conventions are pyiqa's defaults (docs/tables.md): 8-bit RGB frames as float in [0, 1], one value
+per frame, a video's score the mean over its frames (DOVER: its one score). A metric whose weights
+cannot be found is left out with one line naming what is missing; the others are still computed.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from seedvr2_jax.metrics import torch_weights
 
 FULL_REFERENCE = ("psnr", "ssim", "lpips", "dists", "ssim_bt601")
 NO_REFERENCE = ("niqe", "musiq", "clipiqa", "dover")
-VIDEO_LEVEL = ("dover",)  # one score per video, from frames it samples
 DEFAULT = ("psnr", "ssim", "lpips", "dists", "niqe")
 
 

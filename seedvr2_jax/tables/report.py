@@ -62,7 +62,8 @@ def markdown(results: dict) -> str:
     out += ["## Table 4: no-reference metrics on the synthetic sets", "",
             "E*warp and VMAF are not computed by seedvr2-jax (paper values shown).", ""]
     out += _table(results, "4", paper.TABLE4_METRICS, synthetic) + [""]
-  out += ["## Restoration time", "", "Seconds include compiling for the first clip of each size.", "",
+  out += ["## Restoration time", "",
+          "Seconds include compiling for the first clip of each size.", "",
           "| dataset | row | frames | restore s | frames/s |",
           "|---|---|---|---|---|"]
   for builder, entry in results["datasets"].items():
