@@ -8,8 +8,9 @@ setup(
     description="JAX/Flax SeedVR2: one-step diffusion video restoration, inference and training",
     python_requires=">=3.12",
     packages=find_packages(include=["seedvr2_jax", "seedvr2_jax.*"]),
-    # The bundled toy model, `restore`'s default (experiments/toy/README.md).
-    package_data={"seedvr2_jax": ["assets/toy/**/*"]},
+    # The bundled toy model, `restore`'s default (experiments/toy/README.md), and the NIQE and
+    # DISTS parameters (assets/metrics/README.md).
+    package_data={"seedvr2_jax": ["assets/toy/**/*", "assets/metrics/*"]},
     # Compatible ranges for installing into an environment of your own; the versions the project
     # tests (every package, transitive ones included) are locked in requirements/lock.txt, which
     # the README's commands and CI install through (`pip install -c requirements/lock.txt`).

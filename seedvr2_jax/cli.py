@@ -101,10 +101,25 @@ def _degrade(args) -> int:
 
 
 def _evaluate(args) -> int:
-  from seedvr2_jax.metrics import evaluate
+  from seedvr2_jax.metrics import evaluate, suite
   evaluate.run_cli(args.restored, args.reference, crop_border=args.crop_border,
-                   max_frames=args.max_frames, json_path=args.json, with_lpips=not args.no_lpips,
+                   max_frames=args.max_frames, json_path=args.json,
+                   metrics=suite.parse(args.metrics), iqa_weights=args.iqa_weights,
                    overwrite=args.overwrite)
+  return 0
+
+
+def _tables(args) -> int:
+  import jax
+
+  from seedvr2_jax.metrics import suite
+  from seedvr2_jax.tables import run
+  if args.distributed:
+    jax.distributed.initialize()  # cluster (SLURM, TPU pod, ...) detected from the environment
+  run.run(args.datasets.split(","), args.data_dir, args.out, checkpoints=args.checkpoint,
+          max_clips=args.max_clips, max_frames=args.max_frames, clip_frames=args.clip_frames,
+          metrics=suite.parse(args.metrics) if args.metrics else None,
+          iqa_weights=args.iqa_weights)
   return 0
 
 
@@ -229,17 +244,41 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--overwrite", action="store_true", help="replace an existing output")
   p.set_defaults(run=_degrade)
 
-  p = sub.add_parser("evaluate", help="mean PSNR / SSIM (Y) / LPIPS of restored frames against "
-                                      "the reference")
-  p.add_argument("restored", help="video file, image, or folder of PNG/JPG frames")
-  p.add_argument("reference", help="the ground truth: same frame size and frame count")
+  p = sub.add_parser("evaluate", help="quality metrics of restored frames (mean over frames), "
+                                      "against the reference for full-reference ones")
+  p.add_argument("restored", help="video file, image, or folder of PNG/JPG/BMP frames")
+  p.add_argument("reference", nargs="?",
+                 help="the ground truth: same frame size and frame count (full-reference metrics)")
+  p.add_argument("--metrics", default="psnr,ssim,lpips,dists,niqe",
+                 help="comma-separated: psnr, ssim, lpips, dists, ssim_bt601 (full-reference), "
+                      "niqe, musiq, clipiqa, dover (no-reference)")
+  p.add_argument("--iqa-weights",
+                 help="folder of the MUSIQ / CLIP-IQA / DOVER weight files (docs/tables.md)")
   p.add_argument("--crop-border", type=int, default=0, help="pixels dropped on each side first")
   p.add_argument("--max-frames", type=int, help="compare only the first N frames")
   p.add_argument("--json", help="also write the means and per-frame values to this JSON file")
-  p.add_argument("--no-lpips", action="store_true",
-                 help="PSNR and SSIM only (LPIPS needs pip install 'seedvr2-jax[metrics]')")
   p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
   p.set_defaults(run=_evaluate)
+
+  p = sub.add_parser("tables", help="restore and score the test sets with each model and bicubic:"
+                                    " OUT/results.json, OUT/tables.md (SeedVR2 Tables 1 and 4)")
+  p.add_argument("--checkpoint", action="append",
+                 help="LABEL=DIR, repeatable (none: the bundled toy model); label official "
+                      "checkpoints SeedVR2-3B / SeedVR2-7B to see the paper's numbers beside them")
+  p.add_argument("--datasets", default="seedvr2_samples",
+                 help="comma-separated tfds builders: spmcs, udm10, reds30, youhq40, videolq, "
+                      "seedvr2_samples[/small]")
+  p.add_argument("--data-dir", required=True, help="where build-dataset wrote the datasets")
+  p.add_argument("--out", required=True, help="results folder; the same command resumes it")
+  p.add_argument("--max-clips", type=int, help="only the first N clips of each dataset")
+  p.add_argument("--max-frames", type=int, help="only the first N frames of each clip")
+  p.add_argument("--clip-frames", type=int, help="restore in clips of N frames (default: whole)")
+  p.add_argument("--metrics", help="comma-separated subset (default: all available)")
+  p.add_argument("--iqa-weights",
+                 help="folder of the MUSIQ / CLIP-IQA / DOVER weight files (docs/tables.md)")
+  p.add_argument("--distributed", action="store_true",
+                 help="one process per host (jax.distributed.initialize); clips dealt out")
+  p.set_defaults(run=_tables)
 
   p = sub.add_parser("build-dataset", help="build a tfds dataset (array_record) from a folder")
   p.add_argument("name", help="spmcs, udm10, reds30, youhq40[/given], videolq, seedvr2_samples"

@@ -20,3 +20,22 @@ def parity_config():
 def dit_io():
   with np.load(os.path.join(PARITY_A, "dit3b_io.npz")) as data:
     return dict(data)
+
+
+@pytest.fixture(scope="session")
+def registry_wheel(tmp_path_factory):
+  """`registry_wheel("pyiqa==0.1.16")` -> a zipfile.ZipFile of that wheel, fetched from the
+  package registry with pip (CI has registry access; nothing is vendored)."""
+  import subprocess
+  import sys
+  import zipfile
+  folder = tmp_path_factory.mktemp("wheels")
+
+  def fetch(requirement: str) -> zipfile.ZipFile:
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                    "--only-binary", ":all:", "-d", str(folder), requirement], check=True)
+    name = requirement.split("==")[0].lower().replace("-", "_")
+    wheel = [f for f in os.listdir(folder) if f.lower().startswith(name) and f.endswith(".whl")]
+    assert len(wheel) == 1, wheel
+    return zipfile.ZipFile(os.path.join(folder, wheel[0]))
+  return fetch

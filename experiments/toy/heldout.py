@@ -84,7 +84,7 @@ class Scorer:
     lp = lpips_lib.load_weights()
     unit = lambda v: jnp.asarray(v, jnp.float32) / 255.0
     self._score = jax.jit(lambda x, y: (
-        fidelity.psnr(unit(x), unit(y)), fidelity.ssim(unit(x), unit(y)),
+        fidelity.psnr(unit(x), unit(y)), fidelity.ssim_bt601(unit(x), unit(y)),
         lpips_lib.lpips(lp, unit(x), unit(y))))
 
   def __call__(self, out_thwc: np.ndarray, hq_thwc: np.ndarray) -> dict:

