@@ -109,13 +109,18 @@ def _evaluate(args) -> int:
   return 0
 
 
-def _tables(args) -> int:
-  import jax
+def _join_job(args) -> None:
+  """Multi-process commands join their job before anything touches a JAX backend."""
+  if args.distributed:
+    from seedvr2_jax.parallel import distributed
+    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
+                           timeout_s=args.distributed_timeout)
 
+
+def _tables(args) -> int:
+  _join_job(args)
   from seedvr2_jax.metrics import suite
   from seedvr2_jax.tables import run
-  if args.distributed:
-    jax.distributed.initialize()  # cluster (SLURM, TPU pod, ...) detected from the environment
   run.run(args.datasets.split(","), args.data_dir, args.out, checkpoints=args.checkpoint,
           max_clips=args.max_clips, max_frames=args.max_frames, clip_frames=args.clip_frames,
           metrics=suite.parse(args.metrics) if args.metrics else None,
@@ -146,12 +151,9 @@ def _precompute(args) -> int:
 
 
 def _train(args) -> int:
-  import jax
-
+  _join_job(args)
   from seedvr2_jax import config_lib
   from seedvr2_jax.train import data, loop
-  if args.distributed:
-    jax.distributed.initialize()  # cluster (SLURM, TPU pod, ...) detected from the environment
   config = config_lib.load_with_overrides(args.config, args.overrides)
   loop.train(config, args.workdir, data.from_config)
   return 0
@@ -164,6 +166,18 @@ def _export_run(args) -> int:
   export.export_run(config, args.workdir, args.out, step=args.step, ema=not args.raw,
                     overwrite=args.overwrite)
   return 0
+
+
+def _add_distributed(p: argparse.ArgumentParser, what: str) -> None:
+  g = p.add_argument_group("multi-process runs")
+  g.add_argument("--distributed", action="store_true",
+                 help=f"{what}: the launcher (SLURM, Open MPI, Cloud TPU, Kubernetes) is "
+                 "detected from the environment, or given by the next three flags")
+  g.add_argument("--coordinator-address", help="HOST:PORT of process 0's coordination service")
+  g.add_argument("--num-processes", type=int, help="processes in the job")
+  g.add_argument("--process-id", type=int, help="this process's index, 0 .. N-1")
+  g.add_argument("--distributed-timeout", type=int, default=300,
+                 help="seconds to wait for every process to join (default 300)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,8 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--metrics", help="comma-separated subset (default: all available)")
   p.add_argument("--iqa-weights",
                  help="folder of the MUSIQ / CLIP-IQA / DOVER weight files (docs/tables.md)")
-  p.add_argument("--distributed", action="store_true",
-                 help="one process per host (jax.distributed.initialize); clips dealt out")
+  _add_distributed(p, "one process per host; clips dealt out")
   p.set_defaults(run=_tables)
 
   p = sub.add_parser("build-dataset", help="build a tfds dataset (array_record) from a folder")
@@ -312,8 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "--config.total_steps=100 --config.optim.lr=1e-5")
   p.add_argument("--config", required=True, help="config file, e.g. configs/tiny.py[:distill]")
   p.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, TensorBoard")
-  p.add_argument("--distributed", action="store_true",
-                 help="multi-process run: call jax.distributed.initialize() first")
+  _add_distributed(p, "one process per host (or per GPU), sharing the mesh")
   p.set_defaults(run=_train, overrides=[])
 
   p = sub.add_parser("export-run", help="a training run's checkpoint -> a checkpoint directory "

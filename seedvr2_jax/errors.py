@@ -19,3 +19,7 @@ class FixtureError(SeedVR2Error):
 
 class InputError(SeedVR2Error):
   """Input media or arrays have an unusable shape, size or frame count."""
+
+
+class DistributedError(SeedVR2Error):
+  """A multi-process run cannot start (no launcher detected, coordinator unreachable)."""

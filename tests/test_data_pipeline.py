@@ -227,7 +227,7 @@ def test_an_undecodable_item_is_skipped_once_per_examples_object():
   schedule = bucketing.BucketSchedule([(0, np.ones(1))], seed=0)
 
   def examples():
-    return batching.Examples([stream], schedule, ((5, 16, 16),), 1, 0, 0, make)
+    return batching.Examples([stream], schedule, ((5, 16, 16),), 1, 0, 0, 1, make)
 
   first = examples()
   out = first(0)  # step 0 takes stream position 0: "bad", then a redraw

@@ -59,6 +59,10 @@ def default_config() -> ml_collections.ConfigDict:
       resize=False,  # False: crop at native size; True: downscale to the nearest-aspect bucket
       degradation=degradations.DEFAULT_PRESET,  # preset of data/degradations.py
       scale=4,  # HQ / LQ size
+      # True: each host indexes and reads only its shard of the sources (I/O spread over hosts;
+      # a batch depends on the host count). False: every host indexes every source and a batch
+      # is a function of (seed, step) alone, whatever the number of hosts.
+      shard_sources=True,
       workers=0,  # worker processes per host (0: decode and degrade in this process)
       threads=1,  # threads per process mapping examples
       prefetch=2,  # examples buffered per worker (or in-process)
@@ -128,26 +132,29 @@ def latent_example(record: sources.LatentRecord, _bucket_thw, _rng) -> dict:
 
 
 class Examples:
-  """Host example index k -> example dict, a pure function of (seed, host, k): step k // B,
-  slot k % B, made by `make(item, buckets[b], rng)` from an item of bucket b's stream. An item
+  """Host example index k -> example dict: step k // B_host, global slot g = host * B_host +
+  k % B_host of the global batch, made by `make(item, buckets[b], rng)` from item
+  occurrence(step) * B + g of bucket b's stream with rng(seed, step, g): a pure function of
+  (seed, step, g) and the stream (this host's shard of the sources, or all of them). An item
   that fails to decode is replaced by a draw from the same bucket (up to MAX_ATTEMPTS) and not
   tried again by this process (`bad_keys`: each worker process has its own); `skipped` counts
   the failures."""
 
   def __init__(self, streams: list[grain.MapDataset], schedule: bucketing.BucketSchedule,
                buckets: Sequence[tuple[int, int, int]], host_batch: int, seed: int,
-               process_index: int, make: Callable[..., dict]):
+               process_index: int, process_count: int, make: Callable[..., dict]):
     self.streams, self.schedule, self.buckets = streams, schedule, buckets
-    self.host_batch, self.seed, self.process_index, self.make = (host_batch, seed, process_index,
-                                                                 make)
+    self.host_batch, self.seed, self.make = host_batch, seed, make
+    self.process_index, self.process_count = process_index, process_count
     self.bad_keys: set[str] = set()
 
   def __call__(self, k: int) -> dict:
     step, slot = divmod(int(k), self.host_batch)
+    slot += self.process_index * self.host_batch
     bucket = self.schedule.bucket(step)
     stream = self.streams[bucket]
-    position = self.schedule.occurrence(step) * self.host_batch + slot
-    ids = (self.seed, self.process_index, step, slot)
+    position = self.schedule.occurrence(step) * self.host_batch * self.process_count + slot
+    ids = (self.seed, step, slot)
     error = None
     for attempt in range(MAX_ATTEMPTS):
       if attempt:
@@ -249,17 +256,19 @@ def make_batches(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int,
   pi, pc = _host(process_index, process_count)
   if batch_size % pc:
     raise ConfigError(f"batch size {batch_size} does not split over {pc} hosts")
+  # The sources' shard of this host: its own, or all of them (`shard_sources`).
+  shard = dict(process_index=pi, process_count=pc) if cfg.shard_sources else dict(
+      process_index=0, process_count=1)
   if cfg.latents:
     return _latent_batches(cfg, batch_size=batch_size // pc, seed=seed, mesh=mesh,
-                           process_index=pi, process_count=pc)
+                           process_index=pi, process_count=pc, shard=shard)
   stride = int(cfg.frame_stride)
   if stride < 1:
     raise ConfigError(f"data.frame_stride={stride} must be >= 1")
   buckets = bucketing.check_buckets(cfg.buckets, cfg.scale)
   degradation = degradations.override(degradations.preset(cfg.degradation),
                                       {"scale": int(cfg.scale)})
-  opened = sources.open_sources(cfg.sources, tfds_data_dir=cfg.tfds_data_dir or None,
-                                process_index=pi, process_count=pc)
+  opened = sources.open_sources(cfg.sources, tfds_data_dir=cfg.tfds_data_dir or None, **shard)
   members = []
   for source, _ in opened:
     per_bucket = [[] for _ in buckets]
@@ -290,19 +299,18 @@ def make_batches(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int,
   used = np.any([weights > 0 for _, weights in stages], axis=0)
   streams = bucket_streams(members, [w for _, w in opened], seed, used, describe)
   schedule = bucketing.BucketSchedule(stages, seed)
-  examples = Examples(streams, schedule, buckets, batch_size // pc, seed, pi,
+  examples = Examples(streams, schedule, buckets, batch_size // pc, seed, pi, pc,
                       PixelExample(stride, bool(cfg.resize), degradation))
   skipped = sum(len(source.skipped) for source, _ in opened)
   return Batches(examples, cfg, mesh, skipped)
 
 
 def _latent_batches(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int, mesh,
-                    process_index: int, process_count: int) -> Batches:
+                    process_index: int, process_count: int, shard: dict) -> Batches:
   """Batches of precomputed moments (`cfg.latents`), bucketed as the pixel pipeline over the
   buckets of the latents, each drawn in proportion to its records (the same on every host).
-  batch_size is per host."""
-  source = sources.LatentSource(cfg.latents, process_index=process_index,
-                                process_count=process_count)
+  batch_size is per host; `shard`: the records this host indexes."""
+  source = sources.LatentSource(cfg.latents, **shard)
   buckets = tuple(tuple(b) for b in source.meta["buckets"])
   counts = np.bincount([b for s in source.meta["shards"] for b in s["buckets"]],
                        minlength=len(buckets))
@@ -316,5 +324,5 @@ def _latent_batches(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: in
   streams = bucket_streams(members, [1.0], seed, counts > 0, describe)
   schedule = bucketing.BucketSchedule([(0, counts / counts.sum())], seed)
   examples = Examples(streams, schedule, buckets, batch_size, seed, process_index,
-                      latent_example)
+                      process_count, latent_example)
   return Batches(examples, cfg, mesh, int(source.meta["skipped"]))

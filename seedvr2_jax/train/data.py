@@ -4,6 +4,7 @@ pipeline of data/batching.py); `SyntheticMoments` for benchmarks and tests."""
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from seedvr2_jax.data import batching
@@ -11,7 +12,8 @@ from seedvr2_jax.data import batching
 
 class SyntheticMoments:
   """Deterministic random posterior moments (B, T', h, w, 2C) standing in for precomputed
-  latents (benchmarks, tests); batch i depends only on (seed, i)."""
+  latents (benchmarks, tests); batch i depends only on (seed, i), each process giving its rows
+  of it."""
 
   def __init__(self, mesh, batch: int, latent_thw: tuple[int, int, int], channels: int = 16,
                seed: int = 0):
@@ -30,7 +32,8 @@ class SyntheticMoments:
     for name in ("hq_moments", "lq_moments"):
       moments = rng.standard_normal(shape, np.float32)
       moments[..., self.channels:] = -4.0  # small posterior variance
-      out[name] = moments
+      rows = self.batch // jax.process_count()
+      out[name] = moments[jax.process_index() * rows:(jax.process_index() + 1) * rows]
     return batching.global_batch(out, self.mesh)
 
   def get_state(self) -> dict:

@@ -6,6 +6,7 @@ same for all of them."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import signal
 import time
 
@@ -44,6 +45,12 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Run:
   """Mesh (over `devices`, default all), the objective's models and a fresh state."""
   dcn = {axis: int(size) for axis, size in config.dcn_mesh.items() if int(size) != 1}
   mesh = mesh_lib.make_mesh(dict(config.mesh), dcn or None, devices)
+  batch_shards = math.prod(mesh.shape[axis] for axis in mesh_lib.BATCH_AXES)
+  if config.batch_size % (batch_shards * config.accum_steps):
+    raise ConfigError(f"batch_size {config.batch_size} must be a multiple of accum_steps "
+                      f"{config.accum_steps} x the {batch_shards} batch shards of the mesh "
+                      f"(data x fsdp = {' x '.join(str(mesh.shape[a]) for a in mesh_lib.BATCH_AXES)}"
+                      f" over {mesh.size} devices)")
   objective = objectives.make(config, mesh)
   frozen = objective.build()
   rep = sharding.replicated(mesh)
@@ -66,9 +73,6 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Run:
 def make_step_fn(run: Run, phase=None):
   """The jitted step of the run's objective in `phase`."""
   config, mesh = run.config, run.mesh
-  if config.batch_size % config.accum_steps:
-    raise ConfigError(f"batch_size {config.batch_size} is not a multiple of accum_steps "
-                      f"{config.accum_steps}")
   step = step_lib.make_step(run.objective, phase, ema_decay=config.ema_decay,
                             accum_steps=config.accum_steps)
   batch_sharding = jax.sharding.NamedSharding(mesh, sharding.batch_spec(1))
@@ -77,17 +81,22 @@ def make_step_fn(run: Run, phase=None):
 
 
 class _Stop:
-  """Set by SIGTERM (preemption): the loop saves and exits at the next step boundary."""
+  """Set by SIGTERM (preemption) in a one-process run: the loop saves and exits at the next step
+  boundary. With several processes JAX's preemption service owns SIGTERM and every process
+  learns of a notice to any of them at the same step (`Checkpointer.reached_preemption`)."""
 
   def __init__(self):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self._previous = None
+    if jax.process_count() == 1:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     self.requested = True
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, data, *, stream=None) -> Run:
