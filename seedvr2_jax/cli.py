@@ -58,15 +58,16 @@ def _restore(args) -> int:
   import jax
 
   from seedvr2_jax.infer import restore
-  jax.config.update("jax_compilation_cache_dir", os.environ.get(
-      "JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/seedvr2-jax/xla")))
+  if args.cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.environ.get(
+        "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser(args.cache_dir), "xla")))
   options = restore_options.RestoreOptions(
       checkpoint=args.checkpoint, resolution=args.resolution, short_side=args.short_side,
       scale=args.scale, colorfix=args.colorfix, seed=args.seed, dtype=args.dtype,
       clip_frames=args.clip_frames, clip_overlap=args.clip_overlap, max_frames=args.max_frames,
       encode_chunk=args.encode_chunk, decode_chunk=args.decode_chunk, tile=args.tile,
       tile_overlap=args.tile_overlap, sequence_parallel=args.sequence_parallel, crf=args.crf,
-      overwrite=args.overwrite, dry_run=args.dry_run)
+      overwrite=args.overwrite, dry_run=args.dry_run, cache_dir=args.cache_dir)
   restore.restore_media(args.input, args.output, options)
   return 0
 
@@ -246,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--crf", type=int, default=default.crf, help="H.264 quality (lower is better)")
   p.add_argument("--overwrite", action="store_true", help="replace an existing output")
   p.add_argument("--dry-run", action="store_true", help="print the plan, restore nothing")
+  p.add_argument("--cache-dir", default=default.cache_dir,
+                 help="compiled programs, loaded untraced by later runs, and XLA's cache "
+                 "(default $SEEDVR2_JAX_CACHE or ~/.cache/seedvr2-jax; '' for none)")
   p.set_defaults(run=_restore)
 
   p = sub.add_parser("degrade", help="synthesise a training LQ version of a video or image")

@@ -2,9 +2,14 @@
 
 import json
 import os
+import tempfile
 
 import numpy as np
 import pytest
+
+# Compiled programs of this test session (and its subprocesses) go to a fresh folder, not the
+# user's cache: no run reads programs that an earlier one compiled.
+os.environ["SEEDVR2_JAX_CACHE"] = tempfile.mkdtemp(prefix="seedvr2-jax-cache-")
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 PARITY_A = os.path.join(FIXTURES, "parity_a")

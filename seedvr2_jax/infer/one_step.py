@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from seedvr2_jax.diffusion import condition, schedule
-from seedvr2_jax.infer import colorfix, preprocess
+from seedvr2_jax.infer import colorfix, executables, preprocess
 from seedvr2_jax.infer.options import RestoreOptions
 from seedvr2_jax.models.dit.nadit import NaDiT
 from seedvr2_jax.models.vae import codec
@@ -83,10 +83,16 @@ class Restorer:
   -> `restore_clip` -> (B, T, h, w, 3) uint8. Each clip draws its posterior and initial noise
   from its own key, so results do not depend on how clips are batched or placed on devices.
   With a mesh, the batch is split over its "data" axis and frame width over "sequence".
+  With `options.cache_dir`, each compiled program is kept there and later loaded untraced.
   """
 
   def __init__(self, dit: NaDiT, vae: VideoAutoencoder, txt_lc, options: RestoreOptions,
                size: tuple[int, int], mesh: jax.sharding.Mesh | None = None):
+    self.store = executables.ExecutableStore(
+        f"{options.cache_dir}/executables") if options.cache_dir else None
+    self._programs = {}  # raw clip shape -> compiled program
+    self._description = (repr(dit.cfg), repr(vae.cfg), options.program_fields(), size,
+                         None if mesh is None else (dict(mesh.shape), mesh.device_ids.tolist()))
     dit_graph, self.dit_state = nnx.split(dit)
     vae_graph, self.vae_state = nnx.split(vae)
     self.txt = jnp.asarray(txt_lc)[None]
@@ -116,12 +122,30 @@ class Restorer:
   def __call__(self, raw_bthwc, keys) -> jax.Array:
     raw = jnp.asarray(raw_bthwc)
     if self.mesh is not None:
-      raw = jax.device_put(raw, jax.sharding.NamedSharding(
-          self.mesh, jax.sharding.PartitionSpec("data")))
-    return self._run(self.dit_state, self.vae_state, raw, self.txt, keys)
+      raw = jax.device_put(raw, self._raw_sharding())
+    return self.program(raw.shape)(self.dit_state, self.vae_state, raw, self.txt, keys)
+
+  def _raw_sharding(self):
+    return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("data"))
+
+  def _abstract_args(self, raw_shape):
+    sharding = None if self.mesh is None else self._raw_sharding()
+    raw = jax.ShapeDtypeStruct(raw_shape, jnp.uint8, sharding=sharding)
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), raw_shape[0]))
+    return self.dit_state, self.vae_state, raw, self.txt, keys
 
   def lower(self, raw_shape):
     """The lowered program for raw clips of `raw_shape` (for memory estimates)."""
-    raw = jax.ShapeDtypeStruct(raw_shape, jnp.uint8)
-    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), raw_shape[0]))
-    return self._run.lower(self.dit_state, self.vae_state, raw, self.txt, keys)
+    return self._run.lower(*self._abstract_args(raw_shape))
+
+  def program(self, raw_shape):
+    """The compiled program for raw clips of `raw_shape`: compiled once per process, and with a
+    cache directory loaded from it (no tracing) when an earlier run compiled it."""
+    raw_shape = tuple(raw_shape)
+    if raw_shape not in self._programs:
+      if self.store is None:
+        self._programs[raw_shape] = self.lower(raw_shape).compile()
+      else:
+        description = (self._description, executables.abstract(self._abstract_args(raw_shape)))
+        self._programs[raw_shape] = self.store.get(description, lambda: self.lower(raw_shape))
+    return self._programs[raw_shape]

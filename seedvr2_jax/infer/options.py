@@ -6,6 +6,7 @@ No JAX here: `cli.py` reads the defaults and choices when it builds its parser.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from seedvr2_jax.errors import ConfigError
 
@@ -13,6 +14,11 @@ COLORFIX_MODES = ("wavelet", "adain", "none")
 DTYPES = ("auto", "bfloat16", "float32")
 # The output area when no size option is given (the official 720p setting).
 DEFAULT_RESOLUTION = (720, 1280)
+# Compiled programs (`executables/`) and XLA's compilation cache (`xla/`).
+DEFAULT_CACHE_DIR = os.environ.get("SEEDVR2_JAX_CACHE", "~/.cache/seedvr2-jax")
+# Fields that do not change the compiled program (the rest are part of its key).
+HOST_ONLY_FIELDS = ("checkpoint", "seed", "clip_frames", "clip_overlap", "max_frames",
+                    "sequence_parallel", "crf", "overwrite", "dry_run", "cache_dir")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +39,8 @@ class RestoreOptions:
     parallel.
   crf: H.264 quality of a video output; overwrite: replace an existing output; dry_run: print
     the plan, restore nothing.
+  cache_dir: compiled programs are kept under `cache_dir/executables` and loaded by later runs
+    without tracing ("": none kept).
   """
 
   checkpoint: str | None = None
@@ -53,6 +61,7 @@ class RestoreOptions:
   crf: int = 18
   overwrite: bool = False
   dry_run: bool = False
+  cache_dir: str = DEFAULT_CACHE_DIR
 
   def __post_init__(self):
     sizes = sum(v is not None for v in (self.resolution, self.short_side, self.scale))
@@ -65,3 +74,8 @@ class RestoreOptions:
                         f"{COLORFIX_MODES}")
     if self.dtype not in DTYPES:
       raise ConfigError(f"unknown dtype {self.dtype!r}; expected one of {DTYPES}")
+
+  def program_fields(self) -> dict:
+    """The fields a compiled restore program depends on."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if f.name not in HOST_ONLY_FIELDS}
