@@ -32,7 +32,7 @@ def step_params(variant: str, sizes: dict, devices) -> tuple[dict, float]:
   # time of the 4-block tiny model and keep every kind of parameter the sharding rules place.
   config.model.update(num_layers=2, mm_layers=1)
   config.mesh.update({"data": 1, **sizes})
-  config.ema_decay = 0.9
+  config.batch_size, config.ema_decay = 8, 0.9  # 8: one sample per device on 8 devices
   config.optim.warmup_steps = 0
   # Adam turns gradient components at float-noise level (~1e-9) into +-lr updates whose sign
   # depends on summation order; eps 1e-4 keeps the update continuous in the gradient, so the
@@ -40,7 +40,7 @@ def step_params(variant: str, sizes: dict, devices) -> tuple[dict, float]:
   config.optim.eps = config.d_optim.eps = 1e-4
   config.d_optim.warmup_steps = 0
   run = loop.build(config, devices)
-  batches = data.SyntheticMoments(run.mesh, 8, (2, 8, 8))
+  batches = data.SyntheticMoments(run.mesh, config.batch_size, (2, 8, 8))
   step_fn = loop.make_step_fn(run)
   pure = lambda tree: jax.tree.map(np.asarray, nnx.to_pure_dict(tree))
   state, metrics = step_fn(run.state, next(batches), run.frozen)
