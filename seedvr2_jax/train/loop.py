@@ -74,8 +74,14 @@ def make_step_fn(run: Run, phase=None):
                       f"{config.accum_steps}")
   step = step_lib.make_step(run.objective, phase, ema_decay=config.ema_decay,
                             accum_steps=config.accum_steps)
+  rules = start.rules_of(config)
+
+  def step_on_mesh(*args):  # traced with the models' activations placed by the rules
+    with sharding.activation_sharding(mesh, rules):
+      return step(*args)
+
   batch_sharding = jax.sharding.NamedSharding(mesh, sharding.batch_spec(1))
-  return step_lib.jit_step(step, run.state_sharding, batch_sharding, run.frozen_sharding,
+  return step_lib.jit_step(step_on_mesh, run.state_sharding, batch_sharding, run.frozen_sharding,
                            sharding.replicated(mesh))
 
 

@@ -60,7 +60,7 @@ def vae_config_of(config: ml_collections.ConfigDict) -> vae_config.VAEConfig:
   return vae_config.from_config_dict(config.vae)
 
 
-def rules_of(config: ml_collections.ConfigDict) -> tuple[tuple[str, str | None], ...]:
+def rules_of(config: ml_collections.ConfigDict) -> sharding.Rules:
   return tuple(map(tuple, config.sharding_rules))
 
 
