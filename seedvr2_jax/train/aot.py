@@ -141,6 +141,7 @@ class Report:
   """What one compile gives: per-chip memory (bytes), FLOPs, collectives, compile time."""
 
   target: str
+  slices: int
   chips: int
   hosts: int
   mesh: dict
@@ -170,11 +171,12 @@ class Report:
     return self.model_flops_per_chip / (mfu * self.peak_tflops * 1e12)
 
   def lines(self, mfu: float) -> list[str]:
-    gb = lambda n: f"{n / 1e9:.2f} GB"
+    gb = lambda n: f"{n / 1e9:.3g} GB"
     hbm = (f" of {gb(self.hbm_bytes)} HBM ({100 * self.total_bytes / self.hbm_bytes:.0f}%)"
            if self.hbm_bytes else "")
     shapes = ", ".join(f"{k} {tuple(v)}" for k, v in self.batch.items())
-    out = [f"target {self.target}: {self.chips} chips, {self.hosts} hosts; mesh "
+    slices = f" x {self.slices} slices" if self.slices > 1 else ""
+    out = [f"target {self.target}{slices}: {self.chips} chips, {self.hosts} hosts; mesh "
            + " ".join(f"{k}={v}" for k, v in self.mesh.items()),
            f"step {self.objective} (phase {self.phase}); batch {shapes}; compiled in "
            f"{self.compile_s:.0f} s",
@@ -212,7 +214,7 @@ def compile_step(config: ml_collections.ConfigDict, tgt: Target, *,
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   chips = len(tgt.devices)
   report = Report(
-      target=tgt.name, chips=chips, hosts=tgt.hosts, mesh=dict(run.mesh.shape),
+      target=tgt.name, slices=tgt.slices, chips=chips, hosts=tgt.hosts, mesh=dict(run.mesh.shape),
       objective=config.objective, phase=str(phase),
       batch={k: v.shape for k, v in batch.items()}, compile_s=seconds,
       argument_bytes=int(memory.argument_size_in_bytes),
