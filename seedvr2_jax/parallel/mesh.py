@@ -48,9 +48,11 @@ def make_mesh(sizes: Mapping[str, int], dcn: Mapping[str, int] | None = None,
   if dcn:
     dcn_shape = axis_sizes(dcn, math.prod(int(v) for v in dcn.values()))
     ici_shape = axis_sizes(sizes, len(devices) // math.prod(dcn_shape))
-    array = mesh_utils.create_hybrid_device_mesh(ici_shape, dcn_shape, devices)
+    array = mesh_utils.create_hybrid_device_mesh(ici_shape, dcn_shape, devices,
+                                                 allow_split_physical_axes=True)
   else:
     shape = axis_sizes(sizes, len(devices))
-    array = (mesh_utils.create_device_mesh(shape, devices)
+    # Split physical axes where needed: data=8 x fsdp=8 on a 4x4x4 TPU slice.
+    array = (mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
              if devices[0].platform != "cpu" else np.asarray(devices).reshape(shape))
   return jax.sharding.Mesh(array, AXES, axis_types=auto)

@@ -18,7 +18,7 @@ from flax import nnx
 from seedvr2_jax.errors import ConfigError, SeedVR2Error
 from seedvr2_jax.parallel import mesh as mesh_lib
 from seedvr2_jax.parallel import sharding
-from seedvr2_jax.train import checkpoint, metrics, objectives
+from seedvr2_jax.train import checkpoint, metrics, objectives, start
 from seedvr2_jax.train import state as state_lib
 from seedvr2_jax.train import step as step_lib
 
@@ -30,7 +30,7 @@ class NonFiniteLoss(SeedVR2Error):
 @dataclasses.dataclass
 class Run:
   """What `build` makes from a config: the mesh, the built objective, a fresh sharded state
-  and the frozen inputs of its step."""
+  and the frozen inputs of its step (abstract: jax.ShapeDtypeStructs with shardings)."""
 
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
@@ -41,8 +41,9 @@ class Run:
   frozen_sharding: dict
 
 
-def build(config: ml_collections.ConfigDict, devices=None) -> Run:
-  """Mesh (over `devices`, default all), the objective's models and a fresh state."""
+def build(config: ml_collections.ConfigDict, devices=None, *, abstract: bool = False) -> Run:
+  """Mesh (over `devices`, default all), the objective's models and a fresh state. `abstract`:
+  shapes only, nothing allocated (ahead-of-time compilation for other devices, train/aot.py)."""
   dcn = {axis: int(size) for axis, size in config.dcn_mesh.items() if int(size) != 1}
   mesh = mesh_lib.make_mesh(dict(config.mesh), dcn or None, devices)
   batch_shards = math.prod(mesh.shape[axis] for axis in mesh_lib.BATCH_AXES)
@@ -51,11 +52,11 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Run:
                       f"{config.accum_steps} x the {batch_shards} batch shards of the mesh "
                       f"(data x fsdp = {' x '.join(str(mesh.shape[a]) for a in mesh_lib.BATCH_AXES)}"
                       f" over {mesh.size} devices)")
-  objective = objectives.make(config, mesh)
+  objective = objectives.make(config, mesh, abstract=abstract)
   frozen = objective.build()
   rep = sharding.replicated(mesh)
-  frozen = jax.device_put(frozen, rep)
   frozen_sharding = jax.tree.map(lambda _: rep, frozen)
+  frozen = start.put(frozen, frozen_sharding)
   extras, extras_sharding = objective.extras()
   trained = objective.trained
   txs = {name: t.tx for name, t in trained.items()}
@@ -63,10 +64,12 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Run:
       params, txs, config.seed, ema=[name for name, t in trained.items() if t.ema],
       extras=extras)
   params = {name: t.model.params for name, t in trained.items()}
+  abstract_state = jax.eval_shape(make, params, extras)
   state_sharding = state_lib.shardings(
-      jax.eval_shape(make, params, extras),
-      {name: t.model.params_sharding for name, t in trained.items()}, txs, extras_sharding, mesh)
-  state = jax.jit(make, out_shardings=state_sharding)(params, extras)
+      abstract_state, {name: t.model.params_sharding for name, t in trained.items()}, txs,
+      extras_sharding, mesh)
+  state = (start.put(abstract_state, state_sharding) if abstract
+           else jax.jit(make, out_shardings=state_sharding)(params, extras))
   return Run(config, mesh, objective, state, state_sharding, frozen, frozen_sharding)
 
 
@@ -75,8 +78,14 @@ def make_step_fn(run: Run, phase=None):
   config, mesh = run.config, run.mesh
   step = step_lib.make_step(run.objective, phase, ema_decay=config.ema_decay,
                             accum_steps=config.accum_steps)
+  rules = start.rules_of(config)
+
+  def step_on_mesh(*args):  # traced with the models' activations placed by the rules
+    with sharding.activation_sharding(mesh, rules):
+      return step(*args)
+
   batch_sharding = jax.sharding.NamedSharding(mesh, sharding.batch_spec(1))
-  return step_lib.jit_step(step, run.state_sharding, batch_sharding, run.frozen_sharding,
+  return step_lib.jit_step(step_on_mesh, run.state_sharding, batch_sharding, run.frozen_sharding,
                            sharding.replicated(mesh))
 
 

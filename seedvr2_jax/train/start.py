@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
@@ -59,24 +60,53 @@ def vae_config_of(config: ml_collections.ConfigDict) -> vae_config.VAEConfig:
   return vae_config.from_config_dict(config.vae)
 
 
-def rules_of(config: ml_collections.ConfigDict) -> tuple[tuple[str, str | None], ...]:
+def rules_of(config: ml_collections.ConfigDict) -> sharding.Rules:
   return tuple(map(tuple, config.sharding_rules))
 
 
+def is_abstract(tree) -> bool:
+  """Whether `tree` holds shapes (jax.ShapeDtypeStruct leaves) rather than arrays."""
+  return any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(tree))
+
+
+def put(tree, shardings):
+  """jax.device_put, or for an abstract `tree` the same shapes carrying `shardings`."""
+  if not is_abstract(tree):
+    return jax.device_put(tree, shardings)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
+                      shardings)
+
+
+def apply(fn, *args, abstract: bool):
+  """fn(*args), or with `abstract` the shapes of its result (nnx.eval_shape: nothing computed;
+  `args` may be abstract, modules included)."""
+  return nnx.eval_shape(fn, *args) if abstract else fn(*args)
+
+
 def place(model: nnx.Module, mesh, rules) -> Model:
-  """Splits `model` and places its parameters by the logical-axis `rules`, the rest replicated."""
+  """Splits `model` and places its parameters by the logical-axis `rules`, the rest replicated
+  (an abstract model's shapes get the shardings)."""
   graphdef, params, rest = split_model(model)
   params_sharding = sharding.state_shardings(params, mesh, rules)
   rep = sharding.replicated(mesh)
-  return Model(graphdef, jax.device_put(params, params_sharding),
-               jax.device_put(rest, jax.tree.map(lambda _: rep, rest)), params_sharding)
+  return Model(graphdef, put(params, params_sharding), put(rest, jax.tree.map(lambda _: rep, rest)),
+               params_sharding)
 
 
-def load(config: ml_collections.ConfigDict, mesh, *, dit: bool = True) -> Start:
+def load(config: ml_collections.ConfigDict, mesh, *, dit: bool = True,
+         abstract: bool = False) -> Start:
   """Reads `config.init.checkpoint` once (its DiT only with `dit`), or initialises randomly from
-  `config.seed`; the checkpoint's architectures must equal the config's."""
+  `config.seed`; the checkpoint's architectures must equal the config's. `abstract`: the same
+  Start with shapes for arrays (jax.ShapeDtypeStruct; parameters with their shardings), nothing
+  read or allocated (ahead-of-time compilation, train/aot.py)."""
   dit_cfg, vae_cfg = dit_config_of(config), vae_config_of(config)
   rules = rules_of(config)
+  if abstract:
+    model = place(nnx.eval_shape(lambda: NaDiT(dit_cfg, nnx.Rngs(0))), mesh, rules) if dit else None
+    vae_state = nnx.state(nnx.eval_shape(lambda: autoencoder.random_init(vae_cfg, 0)))
+    text = lambda length: jax.ShapeDtypeStruct((length, dit_cfg.txt_in_dim), jnp.float32)
+    return Start(dit_cfg, vae_cfg, model, vae_state, text(config.text.pos_length),
+                 text(config.text.neg_length))
   if config.init.checkpoint:
     bundle = bundle_lib.load(config.init.checkpoint, param_dtype="float32", dit=dit,
                              dtype=dit_cfg.dtype)

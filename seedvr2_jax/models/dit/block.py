@@ -8,6 +8,14 @@ from flax import nnx
 from seedvr2_jax.models.dit import layers
 from seedvr2_jax.models.dit.config import NaDiTConfig
 from seedvr2_jax.models.dit.window_attention import AttentionContext, NaSwinAttention
+from seedvr2_jax.parallel.sharding import ACT_BATCH, ACT_EMBED, ACT_TOKENS, constrain
+
+
+def residual_streams(x_vid, x_txt):
+  """The streams (B, N, D), (B, L, D) placed as between blocks: samples over the batch axes,
+  video tokens over "sequence", the width replicated (text tokens left to the compiler)."""
+  return (constrain(x_vid, ACT_BATCH, ACT_TOKENS, ACT_EMBED),
+          constrain(x_txt, ACT_BATCH, None, ACT_EMBED))
 
 
 class NaMMSRTransformerBlock(nnx.Module):
@@ -40,10 +48,13 @@ class NaMMSRTransformerBlock(nnx.Module):
     if ada_txt is None:
       # Official: text skips gate and MLP and the block returns txt_attn + txt_attn.
       x_txt = x_txt + o_txt.astype(jnp.float32)
-      return self._mlp_residual(x_vid, ada_vid, self.mlp.for_vid, e_mlp), x_txt + x_txt
+      x_vid, x_txt = residual_streams(x_vid, x_txt)
+      return residual_streams(self._mlp_residual(x_vid, ada_vid, self.mlp.for_vid, e_mlp),
+                              x_txt + x_txt)
     x_txt = x_txt + ada_txt.gate(o_txt, e_attn, "attn")
-    return (self._mlp_residual(x_vid, ada_vid, self.mlp.for_vid, e_mlp),
-            self._mlp_residual(x_txt, ada_txt, self.mlp.for_txt, e_mlp))
+    x_vid, x_txt = residual_streams(x_vid, x_txt)
+    return residual_streams(self._mlp_residual(x_vid, ada_vid, self.mlp.for_vid, e_mlp),
+                            self._mlp_residual(x_txt, ada_txt, self.mlp.for_txt, e_mlp))
 
   def _mlp_residual(self, x, ada, mlp, e_mlp):
     h = ada.modulate(layers.rms_norm(x, self.eps), e_mlp, "mlp").astype(self.dtype)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from seedvr2_jax.models.dit.config import NaDiTConfig
+from seedvr2_jax.parallel.sharding import ACT_BATCH, ACT_MLP, constrain
 
 # Logical axis names of parameters (mapped to mesh axes by the training config).
 EMBED, HEADS, MLP, MOD = "embed", "heads", "mlp", "modulation"
@@ -121,7 +122,8 @@ class SwiGLUMLP(nnx.Module):
     self.proj_out = dense(cfg, h, d, (MLP, EMBED), use_bias=False, rngs=rngs)
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    return self.proj_out(jax.nn.silu(self.proj_in_gate(x)) * self.proj_in(x))
+    hidden = jax.nn.silu(self.proj_in_gate(x)) * self.proj_in(x)
+    return self.proj_out(constrain(hidden, ACT_BATCH, *(None,) * (x.ndim - 2), ACT_MLP))
 
 
 class GeluMLP(nnx.Module):
@@ -133,7 +135,8 @@ class GeluMLP(nnx.Module):
     self.proj_out = dense(cfg, h, d, (MLP, EMBED), rngs=rngs)
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    return self.proj_out(jax.nn.gelu(self.proj_in(x), approximate=True))
+    hidden = jax.nn.gelu(self.proj_in(x), approximate=True)
+    return self.proj_out(constrain(hidden, ACT_BATCH, *(None,) * (x.ndim - 2), ACT_MLP))
 
 
 def make_mlp(cfg: NaDiTConfig, rngs: nnx.Rngs) -> nnx.Module:

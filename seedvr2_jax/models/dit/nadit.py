@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from seedvr2_jax.models.dit import layers
-from seedvr2_jax.models.dit.block import NaMMSRTransformerBlock
+from seedvr2_jax.models.dit.block import NaMMSRTransformerBlock, residual_streams
 from seedvr2_jax.models.dit.config import REMAT_POLICIES, NaDiTConfig
 from seedvr2_jax.models.dit.window_attention import build_context
 
@@ -161,6 +161,7 @@ class NaDiT(nnx.Module):
     x_vid = self.vid_in.proj(tokens.reshape(batch, -1, tokens.shape[-1])).astype(jnp.float32)
     x_txt = txt_blc.astype(dtype)
     x_txt = (self.txt_in(x_txt) if self.txt_in is not None else x_txt).astype(jnp.float32)
+    x_vid, x_txt = residual_streams(x_vid, x_txt)
     emb_bd23 = self.emb_in(timestep_b).reshape(batch, cfg.vid_dim, 2, 3)
     return x_vid, x_txt, emb_bd23, build_context(cfg, grid, txt_len, txt_len_b), grid
 

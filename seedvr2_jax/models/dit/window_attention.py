@@ -23,6 +23,8 @@ from seedvr2_jax.models.dit import rope as rope_lib
 from seedvr2_jax.models.dit import window_plan as window_plan_lib
 from seedvr2_jax.models.dit.config import NaDiTConfig
 from seedvr2_jax.ops import attention as attention_lib
+from seedvr2_jax.parallel.sharding import (ACT_BATCH, ACT_HEADS, ACT_TOKENS, ACT_WINDOWS,
+                                           constrain)
 
 # Sequences are padded to a multiple of this (tensor-core friendly tiles for cuDNN).
 SEQ_MULTIPLE = 64
@@ -86,14 +88,17 @@ def window_attention(q_vid, k_vid, v_vid, q_txt, k_txt, v_txt, txt_len_b, *, lay
   def to_windows(x_vid, x_txt):
     buf = jnp.concatenate([x_vid, x_txt], axis=1)
     windows = jnp.take(buf, flat_idx, axis=1, mode="clip")
-    return windows.reshape(batch * num_windows, seq, heads, head_dim)
+    return constrain(windows.reshape(batch * num_windows, seq, heads, head_dim), ACT_WINDOWS,
+                     None, ACT_HEADS, None)
 
   lengths = (jnp.asarray(layout.vid_len)[None, :] + txt_len_b[:, None]).reshape(-1)
   out = attention_lib.attention(to_windows(q_vid, q_txt), to_windows(k_vid, k_txt),
                                 to_windows(v_vid, v_txt), lengths, backend=backend,
                                 round_bf16=round_bf16)
+  out = constrain(out, ACT_WINDOWS, None, ACT_HEADS, None)
   out = out.reshape(batch, num_windows * seq, heads, head_dim)
-  out_vid = jnp.take(out, jnp.asarray(layout.vid_slot), axis=1, mode="clip")
+  out_vid = constrain(jnp.take(out, jnp.asarray(layout.vid_slot), axis=1, mode="clip"),
+                      ACT_BATCH, ACT_TOKENS, ACT_HEADS, None)
   out_txt = jnp.take(out, jnp.asarray(layout.txt_slot.reshape(-1)), axis=1,
                      mode="clip")
   out_txt = out_txt.reshape(batch, num_windows, -1, heads, head_dim)
@@ -165,9 +170,11 @@ class NaSwinAttention(nnx.Module):
     self.heads, self.head_dim = cfg.heads, cfg.head_dim
 
   def _qkv(self, x, stream: str, angles):
-    """x (B, S, D) -> q, k, v (B, S, H, d) in x's dtype; q/k normalised and rotated."""
+    """x (B, S, D) -> q, k, v (B, S, H, d) in x's dtype; q/k normalised and rotated; heads over
+    "tensor", video tokens over "sequence"."""
     proj = getattr(self.proj_qkv, f"for_{stream}")
-    qkv = proj(x).reshape(*x.shape[:2], 3, self.heads, self.head_dim)
+    qkv = constrain(proj(x).reshape(*x.shape[:2], 3, self.heads, self.head_dim), ACT_BATCH,
+                    ACT_TOKENS if stream == "vid" else None, None, ACT_HEADS, None)
     q = getattr(self.norm_q, f"for_{stream}")(qkv[:, :, 0])
     k = getattr(self.norm_k, f"for_{stream}")(qkv[:, :, 1])
     if angles is not None:

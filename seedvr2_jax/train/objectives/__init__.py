@@ -13,9 +13,10 @@ OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls for cls in (Diffusion, Distillation, Regression, APT, VAEReconstruction)}
 
 
-def make(config, mesh) -> Objective:
-  """The objective `config.objective` of a run on `mesh` (not built yet)."""
+def make(config, mesh, *, abstract: bool = False) -> Objective:
+  """The objective `config.objective` of a run on `mesh` (not built yet; `abstract`: its
+  `build` makes shapes only)."""
   if config.objective not in OBJECTIVES:
     raise ConfigError(f"unknown objective {config.objective!r}; expected one of "
                       f"{tuple(OBJECTIVES)}")
-  return OBJECTIVES[config.objective](config, mesh)
+  return OBJECTIVES[config.objective](config, mesh, abstract=abstract)

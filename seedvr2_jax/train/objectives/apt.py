@@ -159,8 +159,9 @@ class APT(DiTObjective):
     frozen = super().build()
     c = self.config
     self.cfg = APTConfig(**c.apt)
-    disc = Discriminator.from_generator(self.dit.merge(), self.cfg.head_layers or None,
-                                        rngs=nnx.Rngs(c.seed + 3), remat=self.cfg.d_remat)
+    disc = start.apply(lambda generator: Discriminator.from_generator(
+        generator, self.cfg.head_layers or None, rngs=nnx.Rngs(c.seed + 3),
+        remat=self.cfg.d_remat), self.dit.merge(), abstract=self.abstract)
     self.disc = start.place(disc, self.mesh, start.rules_of(c))
     self.trained["discriminator"] = trained(self.disc, c.d_optim, c.total_steps,
                                             metric_prefix="d/")

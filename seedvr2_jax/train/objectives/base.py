@@ -55,8 +55,10 @@ class Objective(abc.ABC):
 
   name: ClassVar[str]
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
-    self.config, self.mesh = config, mesh
+  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
+               abstract: bool = False):
+    """`abstract`: `build` makes shapes (jax.ShapeDtypeStruct) instead of arrays."""
+    self.config, self.mesh, self.abstract = config, mesh, abstract
     self.trained: dict[str, Trained] = {}
 
   @abc.abstractmethod

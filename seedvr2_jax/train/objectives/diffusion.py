@@ -28,7 +28,7 @@ class DiTObjective(Objective):
 
   def build(self) -> dict:
     c = self.config
-    self.start = start.load(c, self.mesh, dit=True)
+    self.start = start.load(c, self.mesh, dit=True, abstract=self.abstract)
     self.dit_cfg = self.start.dit_cfg
     self.dit = self.start.dit
     self.trained = {"dit": trained(self.dit, c.optim, c.total_steps, ema=c.ema_decay > 0)}
@@ -39,7 +39,8 @@ class DiTObjective(Objective):
         x, jax.sharding.NamedSharding(self.mesh, spec))
     self._prepare = latents.make_prepare(self.vae_graphdef, encode_chunk=c.encode_chunk,
                                          constrain=constrain)
-    return latents.frozen_inputs(self.start.vae_state, self.start.txt_pos, self.start.txt_neg)
+    return start.apply(latents.frozen_inputs, self.start.vae_state, self.start.txt_pos,
+                       self.start.txt_neg, abstract=self.abstract)
 
   def prepare(self, frozen, batch, key):
     return self._prepare(frozen, batch, key)

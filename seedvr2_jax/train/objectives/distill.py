@@ -13,6 +13,7 @@ import ml_collections
 
 from seedvr2_jax.errors import ConfigError
 from seedvr2_jax.losses import distillation
+from seedvr2_jax.train import start
 from seedvr2_jax.train.objectives.diffusion import DiTLossObjective
 
 
@@ -32,7 +33,8 @@ class Distillation(DiTLossObjective):
   name = "distill"
 
   def extras(self):
-    return ({"teacher": jax.tree.map(jnp.copy, self.dit.params)},
+    copy = lambda params: jax.tree.map(jnp.copy, params)
+    return ({"teacher": start.apply(copy, self.dit.params, abstract=self.abstract)},
             {"teacher": self.dit.params_sharding})
 
   def phase(self, step):

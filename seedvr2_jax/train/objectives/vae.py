@@ -34,7 +34,7 @@ class VAEReconstruction(Objective):
     if c.data.latents:
       raise ConfigError("objective vae trains on pixels: unset data.latents")
     self.cfg = reconstruction.ReconstructionConfig(**c.vae_loss)
-    begin = start.load(c, self.mesh, dit=False)
+    begin = start.load(c, self.mesh, dit=False, abstract=self.abstract)
     self.vae_cfg = begin.vae_cfg
     graphdef = nnx.graphdef(nnx.eval_shape(
         lambda: autoencoder.VideoAutoencoder(self.vae_cfg, nnx.Rngs(0))))
