@@ -18,7 +18,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       **OFFICIAL["3b"],
       param_dtype="float32",
       dtype="bfloat16",         # matmuls; norms, modulation, RoPE and residuals stay float32
-      attention_backend="auto",  # cuDNN flash attention on GPU, XLA elsewhere
+      attention_backend="auto",  # splash on TPU, cuDNN flash attention on GPU, XLA elsewhere
       round_qkv_bf16=False,
       remat="none",             # training: "full" or "dots" rematerialises each block
       scan_layers=False,        # training: repeating blocks under lax.scan

@@ -63,7 +63,7 @@ def main():
   parser.add_argument("--width", type=int, default=1280)
   parser.add_argument("--txt-len", type=int, default=58)
   parser.add_argument("--dtype", default="bfloat16")
-  parser.add_argument("--attention", default="auto", choices=["auto", "cudnn", "xla"])
+  parser.add_argument("--attention", default="auto", choices=["auto", "cudnn", "xla", "splash"])
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--iters", type=int, default=5)
   parser.add_argument("--out", default=None, help="append JSON lines here")

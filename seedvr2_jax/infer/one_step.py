@@ -21,6 +21,7 @@ from seedvr2_jax.infer.options import RestoreOptions
 from seedvr2_jax.models.dit.nadit import NaDiT
 from seedvr2_jax.models.vae import codec
 from seedvr2_jax.models.vae.autoencoder import VideoAutoencoder
+from seedvr2_jax.parallel import mesh as mesh_lib
 
 
 def _tiles(options: RestoreOptions) -> dict:
@@ -117,7 +118,7 @@ class Restorer:
       return restore_clip(nnx.merge(dit_graph, dit_state), vae_, lq, txt_b, constrain(eps),
                           constrain(noise), options)
 
-    self._run = jax.jit(run)
+    self._run = jax.jit(mesh_lib.traced_with_mesh(run, mesh))
 
   def __call__(self, raw_bthwc, keys) -> jax.Array:
     raw = jnp.asarray(raw_bthwc)

@@ -30,7 +30,7 @@ class RestoreOptions:
     h * w pixels, short side to N pixels, or both sides times S); none: DEFAULT_RESOLUTION.
   colorfix: one of COLORFIX_MODES ("wavelet" is the official one).
   seed: the posterior and initial noise of clip i are drawn from fold_in(key(seed), i).
-  dtype: one of DTYPES; "auto" is bfloat16 on GPU, float32 elsewhere.
+  dtype: one of DTYPES; "auto" is bfloat16 on GPU and TPU, float32 elsewhere.
   clip_frames, clip_overlap: clips of this many frames cross-faded over at least this many
     (None: the whole video as one clip, as the official code); max_frames: only the first N.
   encode_chunk, decode_chunk: VAE chunks (frames, a multiple of 4 / latent frames; None: one

@@ -52,6 +52,13 @@ def output_kind(path: str) -> str:
                    f"folder name without extension for PNG frames)")
 
 
+def resolve_dtype(dtype: str) -> str:
+  """A `RestoreOptions.dtype` -> the compute dtype: "auto" is bfloat16 on GPU and TPU."""
+  if dtype != "auto":
+    return dtype
+  return "bfloat16" if jax.default_backend() in ("gpu", "tpu") else "float32"
+
+
 def load_models(checkpoint: str | None, dtype: str, log):
   """(DiT, VAE, positive text embedding) of a `convert` / `export-run` directory, or of the
   bundled toy model without one."""
@@ -145,8 +152,7 @@ def restore_media(input_path: str, output_path: str, options: RestoreOptions = R
   size = preprocess.output_size(info.height, info.width, resolution=options.resolution,
                                 short_side=options.short_side, scale=options.scale)
   plan = clips.plan_clips(frames, options.clip_frames, options.clip_overlap)
-  dtype = options.dtype if options.dtype != "auto" else (
-      "bfloat16" if jax.default_backend() == "gpu" else "float32")
+  dtype = resolve_dtype(options.dtype)
   mesh = device_mesh(options.sequence_parallel)
   batch = 1 if mesh is None else mesh.shape["data"]
   log(f"devices: {jax.device_count()} ({batch} clip(s) at a time, each on "

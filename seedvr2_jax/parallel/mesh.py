@@ -56,3 +56,15 @@ def make_mesh(sizes: Mapping[str, int], dcn: Mapping[str, int] | None = None,
     array = (mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
              if devices[0].platform != "cpu" else np.asarray(devices).reshape(shape))
   return jax.sharding.Mesh(array, AXES, axis_types=auto)
+
+
+def traced_with_mesh(fn, mesh: jax.sharding.Mesh | None):
+  """`fn` whose trace sees `mesh` as the context mesh (kernels that XLA cannot partition, such
+  as splash attention, run in a shard_map over it); `fn` itself without a mesh."""
+  if mesh is None:
+    return fn
+
+  def traced(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args, **kwargs)
+  return traced

@@ -153,8 +153,8 @@ class _Restorer:
   def __call__(self, lq_dir: str, out_dir: str, spec: protocol.DatasetSpec,
                lq_hw: tuple[int, int]) -> None:
     if self.models is None:
-      dtype = "bfloat16" if jax.default_backend() == "gpu" else "float32"
-      self.models = restore.load_models(self.row.checkpoint, dtype, self.log)
+      self.models = restore.load_models(self.row.checkpoint, restore.resolve_dtype("auto"),
+                                        self.log)
     options = RestoreOptions(overwrite=True, clip_frames=self.clip_frames,
                              **protocol.output_request(*lq_hw, spec.cap))
     restore.restore_media(lq_dir, out_dir, options, log=self.log, models=self.models,

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from seedvr2_jax.parallel import mesh as mesh_lib
 from seedvr2_jax.train.state import TrainState
 
 
@@ -74,6 +75,8 @@ def make_step(objective, phase, *, ema_decay: float, accum_steps: int = 1):
 
 
 def jit_step(step, state_sharding, batch_sharding, frozen_sharding, metrics_sharding):
-  """jax.jit with explicit in/out shardings; the incoming state's buffers are donated."""
+  """jax.jit with explicit in/out shardings; the incoming state's buffers are donated; traced
+  with the mesh as context (splash attention's shard_map)."""
+  step = mesh_lib.traced_with_mesh(step, metrics_sharding.mesh)
   return jax.jit(step, in_shardings=(state_sharding, batch_sharding, frozen_sharding),
                  out_shardings=(state_sharding, metrics_sharding), donate_argnums=(0,))

@@ -3,8 +3,10 @@ the text].
 
 Windows become a batch: window i is laid out as [video tokens of i, all L text tokens, padding],
 so its valid tokens form a prefix of length len_i + txt_len and one padded-length attention call
-covers all windows (no Python loop). Video outputs are gathered back to token order; each text
-token's output is the mean over the windows of its sample (official `unconcat_coalesce`).
+covers all windows (no Python loop). With the splash backend (TPU) the windows are instead packed
+as segments of one sequence (`window_packing.py`), without padding each to the largest. Video
+outputs are gathered back to token order; each text token's output is the mean over the windows
+of its sample (official `unconcat_coalesce`).
 `NaSwinAttention` is the block's attention module around it: qkv projection, q/k RMS norm and
 3-D RoPE.
 """
@@ -20,9 +22,11 @@ from flax import nnx
 
 from seedvr2_jax.models.dit import layers
 from seedvr2_jax.models.dit import rope as rope_lib
+from seedvr2_jax.models.dit import window_packing
 from seedvr2_jax.models.dit import window_plan as window_plan_lib
 from seedvr2_jax.models.dit.config import NaDiTConfig
 from seedvr2_jax.ops import attention as attention_lib
+from seedvr2_jax.ops import splash
 from seedvr2_jax.parallel.sharding import (ACT_BATCH, ACT_HEADS, ACT_TOKENS, ACT_WINDOWS,
                                            constrain)
 
@@ -76,32 +80,46 @@ def window_attention(q_vid, k_vid, v_vid, q_txt, k_txt, v_txt, txt_len_b, *, lay
     q_vid, k_vid, v_vid: (B, N, H, d) video queries/keys/values in token order.
     q_txt, k_txt, v_txt: (B, L, H, d) text queries/keys/values (L may include padding).
     txt_len_b: (B,) int32 valid text tokens per sample (<= L).
-    layout: `attention_layout(...)` for the samples' token grid and this layer's windows.
+    layout: `attention_layout(...)` for the samples' token grid and this layer's windows, or
+      `window_packing.packed_layout(...)` (splash backend).
     backend, round_bf16: see `attention.attention`.
   Returns:
     (out_vid (B, N, H, d), out_txt (B, L, H, d)); text rows past txt_len_b are unspecified.
   """
   batch, _, heads, head_dim = q_vid.shape
+  if isinstance(layout, window_packing.PackedLayout):
+    segment_ids = jnp.where(jnp.asarray(layout.txt_pos)[None, :] >= txt_len_b[:, None],
+                            layout.txt_slot.shape[0], jnp.asarray(layout.segment)[None, :])
+    out = attention_lib.packed_attention(
+        _gather(q_vid, q_txt, layout.gather_idx), _gather(k_vid, k_txt, layout.gather_idx),
+        _gather(v_vid, v_txt, layout.gather_idx), segment_ids, layout.block_segments,
+        round_bf16=round_bf16)
+    return _window_outputs(out, layout)
   num_windows, seq = layout.gather_idx.shape
-  flat_idx = jnp.asarray(layout.gather_idx.reshape(-1))
-
-  def to_windows(x_vid, x_txt):
-    buf = jnp.concatenate([x_vid, x_txt], axis=1)
-    windows = jnp.take(buf, flat_idx, axis=1, mode="clip")
-    return constrain(windows.reshape(batch * num_windows, seq, heads, head_dim), ACT_WINDOWS,
-                     None, ACT_HEADS, None)
-
+  to_windows = lambda x_vid, x_txt: constrain(_gather(x_vid, x_txt, layout.gather_idx).reshape(
+      batch * num_windows, seq, heads, head_dim), ACT_WINDOWS, None, ACT_HEADS, None)
   lengths = (jnp.asarray(layout.vid_len)[None, :] + txt_len_b[:, None]).reshape(-1)
   out = attention_lib.attention(to_windows(q_vid, q_txt), to_windows(k_vid, k_txt),
                                 to_windows(v_vid, v_txt), lengths, backend=backend,
                                 round_bf16=round_bf16)
   out = constrain(out, ACT_WINDOWS, None, ACT_HEADS, None)
-  out = out.reshape(batch, num_windows * seq, heads, head_dim)
+  return _window_outputs(out.reshape(batch, num_windows * seq, heads, head_dim), layout)
+
+
+def _gather(x_vid, x_txt, gather_idx):
+  """(B, N, H, d), (B, L, H, d) -> (B, gather_idx.size, H, d): the buffer rows of every slot."""
+  buf = jnp.concatenate([x_vid, x_txt], axis=1)
+  return jnp.take(buf, jnp.asarray(gather_idx.reshape(-1)), axis=1, mode="clip")
+
+
+def _window_outputs(out, layout):
+  """Slot outputs (B, slots, H, d) -> video outputs in token order (B, N, H, d) and each text
+  token's mean over the windows (B, L, H, d)."""
+  batch, _, heads, head_dim = out.shape
   out_vid = constrain(jnp.take(out, jnp.asarray(layout.vid_slot), axis=1, mode="clip"),
                       ACT_BATCH, ACT_TOKENS, ACT_HEADS, None)
-  out_txt = jnp.take(out, jnp.asarray(layout.txt_slot.reshape(-1)), axis=1,
-                     mode="clip")
-  out_txt = out_txt.reshape(batch, num_windows, -1, heads, head_dim)
+  out_txt = jnp.take(out, jnp.asarray(layout.txt_slot.reshape(-1)), axis=1, mode="clip")
+  out_txt = out_txt.reshape(batch, layout.txt_slot.shape[0], -1, heads, head_dim)
   out_txt = jnp.mean(out_txt.astype(jnp.float32), axis=1).astype(out.dtype)
   return out_vid, out_txt
 
@@ -113,7 +131,7 @@ WindowKey = tuple[tuple[int, int, int], str]
 class AttentionContext:
   """Per-forward static layouts and RoPE angles, shared by all layers with the same windows.
 
-  layouts:  {(window, method): AttentionLayout} for the batch's token grid.
+  layouts:  {(window, method): AttentionLayout or PackedLayout (splash)} for the token grid.
   vid_angles: {(window, method): (B|1, N, 1, P) float32} or None without RoPE.
   txt_angles: (1, L, 1, P) float32 or None (text RoPE is 3B only).
   txt_len_b: (B,) int32 valid text tokens per sample.
@@ -131,7 +149,11 @@ def build_context(cfg: NaDiTConfig, grid: tuple[int, int, int], txt_len: int,
                   txt_len_b: jnp.ndarray) -> AttentionContext:
   """Resolves every layer's window layout (numpy, trace time) and RoPE angles for a token grid."""
   keys = sorted(set(zip(cfg.window, cfg.window_method)))
-  layouts = {k: attention_layout(grid, k[0], k[1], txt_len) for k in keys}
+  if attention_lib.resolve_backend(cfg.attention_backend, cfg.dtype) == "splash":
+    layouts = {k: window_packing.packed_layout(grid, k[0], k[1], txt_len, splash.BLOCK)
+               for k in keys}
+  else:
+    layouts = {k: attention_layout(grid, k[0], k[1], txt_len) for k in keys}
   vid_angles, txt_angles = None, None
   if cfg.rope_type is not None:
     freqs = cfg.rope_freqs
