@@ -47,10 +47,7 @@ class VideoFormat:
 
 def bit_depth(pix_fmt: str) -> int:
   """Bits per sample of an FFmpeg pixel format (8 for yuv420p, 10 for yuv420p10le)."""
-  try:
-    return av.VideoFormat(pix_fmt).components[0].bits
-  except ValueError:
-    raise InputError(f"unknown pixel format {pix_fmt!r}") from None
+  return av.VideoFormat(pix_fmt).components[0].bits
 
 
 def video_format(path: str, codec: str | None = None, pix_fmt: str | None = None) -> VideoFormat:

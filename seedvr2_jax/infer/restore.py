@@ -127,7 +127,6 @@ def describe_plan(output_path: str, info: video_io.MediaInfo, frames: int, size,
       f"{float(info.fps):.3f} fps, audio: {'yes' if info.has_audio else 'no'}",
       f"frames to restore: {frames}; resized to {size[1]}x{size[0]}, {sizes}; "
       f"{output_path} ({output_kind(output_path)})",
-      f"scene cuts: {list(plan.cuts) if plan.cuts else 'none'}",
       f"clips: {plan.count} of {plan.length} frames (padded to {padded}), starts "
       f"{list(plan.starts)}",
       f"latent {latent[0]}x{latent[1]}x{latent[2]}, DiT token grid {grid[0]}x{grid[1]}x{grid[2]}",
@@ -166,7 +165,7 @@ def restore_media(input_path: str, output_path: str, options: RestoreOptions = R
                                 short_side=options.short_side, scale=options.scale)
   bits = output_bits(output_path, kind, options)
   cuts = ()
-  if options.scene_cuts == "auto":  # a pre-pass: decodes the input once more (docs/scene_cuts.md)
+  if options.scene_cuts == "auto":  # a pre-pass decoding the input (docs/restore_io.md)
     start = time.perf_counter()
     cuts = tuple(scenes.find_cuts(itertools.islice(video_io.read_frames(info), frames)))
     log(f"scene cuts: {list(cuts) if cuts else 'none'} ({time.perf_counter() - start:.2f} s)")

