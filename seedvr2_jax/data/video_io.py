@@ -25,8 +25,9 @@ from seedvr2_jax.utils import atomic
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # Video files taken as clips when listing folders (`probe` opens anything FFmpeg demuxes).
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts")
-# Video file names the commands write to (restore, degrade).
-WRITABLE_VIDEO_EXTENSIONS = tuple(video_formats.CONTAINERS)
+# Video file names `degrade` writes to (H.264 / HEVC / MPEG-4 codec passes; `restore` writes the
+# containers of `video_formats.CONTAINERS`).
+WRITABLE_VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov")
 PNG_BITS = (8, 16)
 DEFAULT_FPS = fractions.Fraction(25)
 

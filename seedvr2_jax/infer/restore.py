@@ -44,7 +44,7 @@ def output_kind(path: str) -> str:
   ext = os.path.splitext(path)[1].lower()
   if not ext:
     return "frames"
-  if ext in video_io.WRITABLE_VIDEO_EXTENSIONS:
+  if ext in video_formats.CONTAINERS:
     return "video"
   if ext in video_io.IMAGE_EXTENSIONS:
     return "image"
