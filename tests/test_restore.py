@@ -187,10 +187,10 @@ def test_restore_real_video_with_checkpoint(checkpoint, tmp_path, capsys):
   out = tmp_path / "bunny.mp4"
   rc, stdout, _ = _main(capsys, "restore", BUNNY, out, "--checkpoint", checkpoint, *SMALL)
   assert rc == 0 and "wrote" in stdout
-  info = video_io.probe(str(out))
-  assert (info.frames, info.width, info.height, info.fps) == (9, 112, 64, 25)
+  info = video_io.probe(str(out))  # exactly 1280x720 at short side 64 (the crop gave 112)
+  assert (info.frames, info.width, info.height, info.fps) == (9, 114, 64, 25)
   frames = np.stack(list(video_io.read_frames(info)))
-  assert frames.shape == (9, 64, 112, 3) and frames.std() > 1.0
+  assert frames.shape == (9, 64, 114, 3) and frames.std() > 1.0
   assert [f for f in os.listdir(tmp_path) if "partial" in f] == []
 
 
@@ -200,7 +200,7 @@ def test_restore_copies_audio_and_defaults_to_the_toy_model(tmp_path, capsys):
                         "13")
   assert rc == 0 and "using the bundled toy model" in stdout
   info = video_io.probe(str(out))
-  assert info.frames == 25 and info.has_audio and (info.width, info.height) == (112, 64)
+  assert info.frames == 25 and info.has_audio and (info.width, info.height) == (114, 64)
 
 
 def test_default_model_restores_a_degraded_clip_better_than_bicubic(tmp_path, capsys):
