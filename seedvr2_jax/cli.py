@@ -67,7 +67,9 @@ def _restore(args) -> int:
       clip_frames=args.clip_frames, clip_overlap=args.clip_overlap, max_frames=args.max_frames,
       encode_chunk=args.encode_chunk, decode_chunk=args.decode_chunk, tile=args.tile,
       tile_overlap=args.tile_overlap, sequence_parallel=args.sequence_parallel, crf=args.crf,
-      overwrite=args.overwrite, dry_run=args.dry_run, cache_dir=args.cache_dir)
+      overwrite=args.overwrite, dry_run=args.dry_run, size_mode=args.size_mode,
+      scene_cuts=args.scene_cuts, codec=args.codec, pix_fmt=args.pix_fmt,
+      png_bits=args.png_bits, audio=not args.no_audio, cache_dir=args.cache_dir)
   restore.restore_media(args.input, args.output, options)
   return 0
 
@@ -214,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
   default = restore_options.RestoreOptions()  # the size flags stay None: the options decide
   p = sub.add_parser("restore", help="restore a video, image or frame folder in one step")
   p.add_argument("input", help="video file, image, or folder of PNG/JPG frames")
-  p.add_argument("output", help=".mp4/.mkv/.mov, an image file, or a folder for PNG frames")
+  p.add_argument("output", help=".mp4/.mkv/.mov/.webm, an image file, or a folder for PNG "
+                                 "frames")
   p.add_argument("--checkpoint", default=default.checkpoint,
                  help="directory made by `seedvr2-jax convert` or `export-run` (default: the "
                       "bundled toy model)")
@@ -250,6 +253,20 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--cache-dir", default=default.cache_dir,
                  help="compiled programs, loaded untraced by later runs, and XLA's cache "
                  "(default $SEEDVR2_JAX_CACHE or ~/.cache/seedvr2-jax; '' for none)")
+  p.add_argument("--size-mode", choices=restore_options.SIZE_MODES, default=default.size_mode,
+                 help="pad: exactly the requested size (reflect-pad to /16, crop back); crop: "
+                      "the official centre crop to /16")
+  p.add_argument("--scene-cuts", choices=restore_options.SCENE_CUTS,
+                 default=default.scene_cuts, help="auto: a new clip at each detected cut")
+  p.add_argument("--codec", default=default.codec,
+                 help="video codec: h264|hevc|prores|ffv1|vp9 (default: h264, vp9 for .webm)")
+  p.add_argument("--pix-fmt", default=default.pix_fmt,
+                 help="video pixel format, e.g. yuv420p, yuv444p, yuv420p10le (10-bit)")
+  p.add_argument("--png-bits", type=int, choices=(8, 16), default=default.png_bits,
+                 help="bits per sample of PNG outputs")
+  p.add_argument("--no-audio", action="store_true",
+                 help="drop the input's audio (by default copied, or transcoded to AAC/Opus "
+                      "where the container cannot hold it)")
   p.set_defaults(run=_restore)
 
   p = sub.add_parser("degrade", help="synthesise a training LQ version of a video or image")

@@ -187,10 +187,10 @@ def test_restore_real_video_with_checkpoint(checkpoint, tmp_path, capsys):
   out = tmp_path / "bunny.mp4"
   rc, stdout, _ = _main(capsys, "restore", BUNNY, out, "--checkpoint", checkpoint, *SMALL)
   assert rc == 0 and "wrote" in stdout
-  info = video_io.probe(str(out))
-  assert (info.frames, info.width, info.height, info.fps) == (9, 112, 64, 25)
+  info = video_io.probe(str(out))  # exactly 1280x720 at short side 64 (the crop gave 112)
+  assert (info.frames, info.width, info.height, info.fps) == (9, 114, 64, 25)
   frames = np.stack(list(video_io.read_frames(info)))
-  assert frames.shape == (9, 64, 112, 3) and frames.std() > 1.0
+  assert frames.shape == (9, 64, 114, 3) and frames.std() > 1.0
   assert [f for f in os.listdir(tmp_path) if "partial" in f] == []
 
 
@@ -200,7 +200,7 @@ def test_restore_copies_audio_and_defaults_to_the_toy_model(tmp_path, capsys):
                         "13")
   assert rc == 0 and "using the bundled toy model" in stdout
   info = video_io.probe(str(out))
-  assert info.frames == 25 and info.has_audio and (info.width, info.height) == (112, 64)
+  assert info.frames == 25 and info.has_audio and (info.width, info.height) == (114, 64)
 
 
 def test_default_model_restores_a_degraded_clip_better_than_bicubic(tmp_path, capsys):
@@ -242,13 +242,15 @@ def test_restore_flags_map_to_their_options(monkeypatch):
            "--dtype", "bfloat16", "--clip-frames", "13", "--clip-overlap", "5", "--max-frames",
            "40", "--encode-chunk", "12", "--decode-chunk", "2", "--tile", "256x384",
            "--tile-overlap", "32", "--sequence-parallel", "4", "--crf", "23", "--overwrite",
-           "--dry-run"]
+           "--dry-run", "--size-mode", "crop", "--scene-cuts", "auto", "--codec", "hevc",
+           "--pix-fmt", "yuv420p10le", "--png-bits", "16", "--no-audio"]
   assert cli.main(["restore", "in.mp4", "out.mp4", *flags]) == 0
   assert seen.pop()[2] == RestoreOptions(
       checkpoint="ckpt", short_side=96, colorfix="adain", seed=3, dtype="bfloat16",
       clip_frames=13, clip_overlap=5, max_frames=40, encode_chunk=12, decode_chunk=2,
       tile=(256, 384), tile_overlap=32, sequence_parallel=4, crf=23, overwrite=True,
-      dry_run=True)
+      dry_run=True, size_mode="crop", scene_cuts="auto", codec="hevc", pix_fmt="yuv420p10le",
+      png_bits=16, audio=False)
   assert cli.main(["restore", "in.mp4", "out.mp4", "--scale", "2"]) == 0
   assert seen.pop()[2] == RestoreOptions(scale=2.0) and RestoreOptions().resolution == (720, 1280)
   assert cli.main(["restore", "in.mp4", "out.mp4", "--resolution", "540x960"]) == 0

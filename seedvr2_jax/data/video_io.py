@@ -1,9 +1,10 @@
-"""Video and image I/O with PyAV: streaming reads, H.264 / PNG writes that land atomically.
+"""Video and image I/O with PyAV: streaming reads, video / PNG writes that land atomically.
 
 Inputs: a video file (anything FFmpeg demuxes: mp4, mkv, mov, webm, avi, ...), a single image,
 or a folder of PNG/JPG frames (sorted by name). Frames are (H, W, 3) uint8 RGB, yielded one at a
-time so host memory does not grow with the video length. Outputs: an mp4 (H.264, CRF quality,
-the input frame rate, the input's audio stream copied when present) or a folder of PNGs; both
+time so host memory does not grow with the video length. Outputs: a video (mp4/mov/mkv/webm,
+each with its own muxer; codec and pixel format from `video_formats`, 8 or 10 bits; the input
+frame rate; the input's audio carried by `audio_track`) or a folder of 8- or 16-bit PNGs; both
 are written under a temporary name and renamed into place when complete.
 """
 
@@ -17,14 +18,17 @@ from collections.abc import Iterator
 import av
 import numpy as np
 
+from seedvr2_jax.data import audio_track, video_formats
 from seedvr2_jax.errors import InputError
 from seedvr2_jax.utils import atomic
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # Video files taken as clips when listing folders (`probe` opens anything FFmpeg demuxes).
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts")
-# Video file names the commands write to (restore, degrade).
+# Video file names `degrade` writes to (H.264 / HEVC / MPEG-4 codec passes; `restore` writes the
+# containers of `video_formats.CONTAINERS`).
 WRITABLE_VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov")
+PNG_BITS = (8, 16)
 DEFAULT_FPS = fractions.Fraction(25)
 
 
@@ -127,50 +131,63 @@ def read_video(info: MediaInfo, start: int, span: int) -> list[np.ndarray]:
 
 
 class VideoWriter:
-  """Writes frames to an mp4 (H.264) or a PNG folder; nothing appears at `path` until `close()`
-  succeeds, and an existing `path` is only replaced with `overwrite`. Use as a context manager:
-  an exception discards the partial output."""
+  """Writes frames to a video (mp4/mov/mkv/webm, each with its own muxer; `video_formats`) or a
+  PNG folder (8 or 16 bits); nothing appears at `path` until `close()` succeeds, and an existing
+  `path` is only replaced with `overwrite`. Use as a context manager: an exception discards the
+  partial output. Frames are uint8, or uint16 for formats deeper than 8 bits (`bits`).
+
+  `audio_from`: a file whose first audio stream is copied, or transcoded where the container
+  cannot hold its codec (`audio_track`), interleaved with the frames as they are written.
+  """
 
   def __init__(self, path: str, fps: fractions.Fraction, *, crf: int = 18,
-               audio_from: str | None = None, overwrite: bool = False):
+               audio_from: str | None = None, overwrite: bool = False,
+               codec: str | None = None, pix_fmt: str | None = None, png_bits: int = 8):
     self.path, self.fps, self.crf, self.audio_from = path, fps, crf, audio_from
     self.to_frames = not os.path.splitext(path)[1]
+    if png_bits not in PNG_BITS:
+      raise InputError(f"PNG frames are 8 or 16 bits, not {png_bits}")
+    self.format = None if self.to_frames else video_formats.video_format(path, codec, pix_fmt)
+    self.bits = png_bits if self.to_frames else self.format.bits
     if os.path.exists(path) and not overwrite:
       raise InputError(f"{path} exists (pass --overwrite to replace it)")
     self.tmp = atomic.temporary_path(path)
-    self._container = self._stream = None
-    self._audio_source = self._audio_stream = None
+    self._container = self._stream = self.audio = None
     self.count = 0
     if self.to_frames:
       os.makedirs(self.tmp)
 
   def write(self, frame: np.ndarray) -> None:
-    """One (H, W, 3) uint8 frame."""
+    """One (H, W, 3) frame: uint8, or uint16 when `bits` > 8."""
+    frame = _to_bits(frame, self.bits)
     if self.to_frames:
       _write_still(os.path.join(self.tmp, f"{self.count:06d}.png"), frame)
     else:
       if self._container is None:
         self._open(frame.shape[1], frame.shape[0])
-      for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-        self._container.mux(packet)
+      rgb = av.VideoFrame.from_ndarray(frame, format="rgb24" if self.bits == 8 else "rgb48le")
+      self._container.mux(self._stream.encode(rgb))
+      if self.audio is not None:
+        self.audio.mux_until(self._container, (self.count + 1) / self.fps)
     self.count += 1
 
   def _open(self, width: int, height: int) -> None:
-    if width % 2 or height % 2:
-      raise InputError(f"H.264 needs even frame sizes, got {width}x{height}")
-    self._container = av.open(self.tmp, mode="w", format="mp4")
-    self._stream = self._container.add_stream("libx264", rate=self.fps)
-    self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
-    self._stream.options = {"crf": str(self.crf)}
-    if self.audio_from:
-      # Streams must exist before the first packet is muxed; audio packets follow at close().
-      self._audio_source = av.open(self.audio_from)
-      if self._audio_source.streams.audio:
-        try:
-          self._audio_stream = self._container.add_stream_from_template(
-              self._audio_source.streams.audio[0])
-        except (av.FFmpegError, ValueError):
-          self._audio_stream = None  # codec not storable in mp4: keep the video only
+    fmt = self.format
+    chroma = av.VideoFormat(fmt.pix_fmt, width, height).components[-1]
+    if (chroma.width != width and width % 2) or (chroma.height != height and height % 2):
+      raise InputError(f"{fmt.pix_fmt} needs even frame sizes, got {width}x{height} (use "
+                       f"--pix-fmt yuv444p, or a PNG folder)")
+    self._container = av.open(self.tmp, mode="w", format=fmt.muxer)
+    self._stream = self._container.add_stream(fmt.encoder, rate=self.fps)
+    self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, fmt.pix_fmt
+    self._stream.thread_type = "AUTO"
+    if fmt.encoder in video_formats.CRF_ENCODERS:
+      self._stream.options = {"crf": str(self.crf)} | (
+          {"b:v": "0"} if fmt.encoder == "libvpx-vp9" else {})  # VP9: constant quality
+    if fmt.encoder == "libx265":
+      self._stream.options |= {"x265-params": "log-level=error"}
+    if self.audio_from:  # streams must exist before the first packet is muxed
+      self.audio = audio_track.AudioTrack(self.audio_from, self._container)
 
   def close(self) -> None:
     if self.to_frames:
@@ -178,23 +195,16 @@ class VideoWriter:
       return
     if self._container is None:
       raise InputError(f"{self.path}: no frames to write")
-    for packet in self._stream.encode():
-      self._container.mux(packet)
-    if self._audio_stream is not None:
-      for packet in self._audio_source.demux(self._audio_source.streams.audio[0]):
-        if packet.dts is not None:
-          packet.stream = self._audio_stream
-          self._container.mux(packet)
-    self._close_containers()
+    self._container.mux(self._stream.encode())
+    if self.audio is not None:
+      self.audio.finish(self._container, self.count / self.fps)
+    self._container.close()
     atomic.commit(self.tmp, self.path)
 
-  def _close_containers(self) -> None:
-    for container in (self._container, self._audio_source):
-      if container is not None:
-        container.close()
-
   def discard(self) -> None:
-    self._close_containers()
+    for part in (self.audio, self._container):
+      if part is not None:
+        part.close()
     atomic.discard(self.tmp)
 
   def __enter__(self):
@@ -208,20 +218,31 @@ class VideoWriter:
     return False
 
 
-def _write_still(path: str, frame: np.ndarray, codec: str = "png", pix_fmt: str = "rgb24"):
+def _to_bits(frame: np.ndarray, bits: int) -> np.ndarray:
+  """A uint8 or uint16 frame as uint8 (bits 8) or uint16 (deeper), rounding to nearest."""
+  if bits == 8:
+    return frame if frame.dtype == np.uint8 else (
+        (frame.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+  return frame.astype(np.uint16) * 257 if frame.dtype == np.uint8 else frame
+
+
+def _write_still(path: str, frame: np.ndarray, codec: str = "png", pix_fmt: str | None = None):
+  """A uint8 (8-bit) or uint16 (16-bit PNG) frame as one image file."""
+  deep = frame.dtype == np.uint16
   with av.open(path, mode="w", format="image2") as container:
     stream = container.add_stream(codec)
-    stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], pix_fmt
-    for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-      container.mux(packet)
-    for packet in stream.encode():
-      container.mux(packet)
+    stream.width, stream.height = frame.shape[1], frame.shape[0]
+    stream.pix_fmt = pix_fmt or ("rgb48be" if deep else "rgb24")
+    rgb = av.VideoFrame.from_ndarray(frame, format="rgb48le" if deep else "rgb24")
+    container.mux(stream.encode(rgb))
+    container.mux(stream.encode())
 
 
 def write_image(path: str, frame: np.ndarray) -> None:
-  """A single image (PNG, or JPEG for other extensions), written atomically."""
+  """A single image (PNG: 8 or 16 bits by the frame's dtype; JPEG for other extensions, 8
+  bits), written atomically."""
   with atomic.atomic_path(path) as tmp:
     if path.lower().endswith(".png"):
       _write_still(tmp, frame)
     else:
-      _write_still(tmp, frame, "mjpeg", "yuvj444p")
+      _write_still(tmp, _to_bits(frame, 8), "mjpeg", "yuvj444p")

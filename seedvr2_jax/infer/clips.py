@@ -2,7 +2,9 @@
 
 All clips have the same length (the last one ends at the last frame, overlapping its neighbour
 by more if needed), so one compiled program serves them all. In an overlap, outputs are blended
-with linear weights that sum to one, so there is no seam at clip boundaries. Frames are read
+with linear weights that sum to one, so there is no seam at clip boundaries. Scene cuts split
+the video into shots that clips never straddle: cross-fades stay inside a shot, and a shot
+shorter than the clip length runs as one clip padded with its last frame. Frames are read
 and emitted as a stream: the host holds at most two batches of clips (the one being blended and
 the next one, already dispatched).
 """
@@ -19,26 +21,48 @@ from seedvr2_jax.utils import blend
 
 @dataclasses.dataclass(frozen=True)
 class ClipPlan:
-  """Clip i covers frames [starts[i], starts[i] + length)."""
+  """Clip i runs `length` frames from starts[i]: frames [starts[i], stops[i]) of the video, then
+  frame stops[i] - 1 repeated (stops[i] < starts[i] + length only for a shot shorter than a
+  clip). `cuts`: the frames that start a new shot."""
 
   frames: int
   length: int
   starts: tuple[int, ...]
+  stops: tuple[int, ...]
+  cuts: tuple[int, ...] = ()
 
   @property
   def count(self) -> int:
     return len(self.starts)
 
   def weights(self) -> np.ndarray:
-    """(count, length) cross-fade weights that sum to one at every frame."""
-    return blend.normalized_weights(self.frames, self.length, list(self.starts))
+    """(count, length) cross-fade weights that sum to one at every frame; 0 on padding."""
+    weights = np.zeros((self.count, self.length), np.float32)
+    bounds = [0, *self.cuts, self.frames]
+    for first, last in zip(bounds[:-1], bounds[1:]):
+      shot = [i for i, s in enumerate(self.starts) if first <= s < last]
+      if len(shot) == 1 and self.stops[shot[0]] - first < self.length:
+        weights[shot[0], :last - first] = 1.0
+      else:
+        weights[shot] = blend.normalized_weights(
+            last - first, self.length, [self.starts[i] - first for i in shot])
+    return weights
 
 
-def plan_clips(frames: int, clip_frames: int | None, overlap: int) -> ClipPlan:
-  """One clip of the whole video (`clip_frames` None or >= frames), else clips of
-  `clip_frames` frames overlapping by at least `overlap` frames."""
-  length = frames if not clip_frames or clip_frames >= frames else clip_frames
-  return ClipPlan(frames, length, tuple(blend.window_starts(frames, length, overlap)))
+def plan_clips(frames: int, clip_frames: int | None, overlap: int,
+               cuts: tuple[int, ...] = ()) -> ClipPlan:
+  """Clips of `clip_frames` frames (None: the longest shot, so without cuts one clip of the
+  whole video) overlapping by at least `overlap` frames within each shot; shots start at 0 and
+  at each of `cuts`."""
+  bounds = [0, *cuts, frames]
+  longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+  length = longest if not clip_frames or clip_frames >= longest else clip_frames
+  starts, stops = [], []
+  for first, last in zip(bounds[:-1], bounds[1:]):
+    shot = [first + s for s in blend.window_starts(last - first, length, overlap)]
+    starts += shot
+    stops += [min(s + length, last) for s in shot]
+  return ClipPlan(frames, length, tuple(starts), tuple(stops), tuple(cuts))
 
 
 def stream_clips(frames: Iterable[np.ndarray], plan: ClipPlan,
@@ -47,7 +71,8 @@ def stream_clips(frames: Iterable[np.ndarray], plan: ClipPlan,
   """Yields output frames in order.
 
   `run(clip_indices, clips)` restores up to `batch` clips at once; each clip is a
-  (length, H, W, C) array of input frames and each result a (length, H', W', C) uint8 array
+  (length, H, W, C) array of input frames and each result a (length, H', W', C) uint8 or uint16
+  array (frames are yielded in that dtype)
   (a jax.Array is fine: results are only read after the next batch has been dispatched, so
   reading input and writing output overlap the device's work on the next batch).
   """
@@ -59,12 +84,13 @@ def stream_clips(frames: Iterable[np.ndarray], plan: ClipPlan,
 
   def dispatch(indices: list[int]):
     nonlocal read
-    end = plan.starts[indices[-1]] + plan.length
+    end = plan.stops[indices[-1]]
     while read < end:
       inputs[read] = next(source)
       read += 1
-    clip_inputs = [np.stack([inputs[f] for f in range(s, s + plan.length)])
-                   for s in (plan.starts[i] for i in indices)]
+    clip_inputs = [np.stack([inputs[min(f, plan.stops[i] - 1)]
+                             for f in range(plan.starts[i], plan.starts[i] + plan.length)])
+                   for i in indices]
     return indices, run(indices, clip_inputs)
 
   batches = [list(range(first, min(first + batch, plan.count)))
@@ -75,11 +101,13 @@ def stream_clips(frames: Iterable[np.ndarray], plan: ClipPlan,
     indices, outputs = pending
     pending = dispatch(following) if following else None
     for i, out in zip(indices, outputs):
-      for j, frame in enumerate(np.asarray(out, np.float32)):
+      out = np.asarray(out)
+      dtype = out.dtype
+      for j, frame in enumerate(out[:plan.stops[i] - plan.starts[i]].astype(np.float32)):
         f = plan.starts[i] + j
         acc[f] = acc.get(f, 0.0) + weights[i, j] * frame
     done = plan.starts[indices[-1] + 1] if indices[-1] + 1 < plan.count else plan.frames
     for f in range(emitted, done):
-      yield np.clip(np.round(acc.pop(f)), 0, 255).astype(np.uint8)
+      yield np.clip(np.round(acc.pop(f)), 0, np.iinfo(dtype).max).astype(dtype)
       inputs.pop(f, None)  # frames before the next clip's start are not needed again
     emitted = done

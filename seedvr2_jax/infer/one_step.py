@@ -53,7 +53,14 @@ def decode_x0(vae: VideoAutoencoder, x0, options: RestoreOptions):
 
 def to_uint8(frames):
   """[-1, 1] -> uint8 with the official rounding (half to even)."""
-  return jnp.round((jnp.clip(frames, -1.0, 1.0) * 0.5 + 0.5) * 255.0).astype(jnp.uint8)
+  return to_pixels(frames, 8)
+
+
+def to_pixels(frames, bits: int = 8):
+  """[-1, 1] -> uint8 (`bits` 8) or uint16 over its full range (deeper outputs: 10-bit video,
+  16-bit PNG), rounding half to even."""
+  top, dtype = (255.0, jnp.uint8) if bits == 8 else (65535.0, jnp.uint16)
+  return jnp.round((jnp.clip(frames, -1.0, 1.0) * 0.5 + 0.5) * top).astype(dtype)
 
 
 def latent_shape(vae: VideoAutoencoder, lq_shape) -> tuple[int, ...]:
@@ -66,33 +73,36 @@ def latent_shape(vae: VideoAutoencoder, lq_shape) -> tuple[int, ...]:
 
 
 def restore_clip(dit: NaDiT, vae: VideoAutoencoder, lq_bthwc, txt_blc, eps, noise,
-                 options: RestoreOptions):
-  """Unpadded pre-processed clip (B, T, H, W, 3) in [-1, 1] -> restored (B, T, H, W, 3) uint8."""
+                 options: RestoreOptions, bits: int = 8):
+  """Unpadded pre-processed clip (B, T, H, W, 3) in [-1, 1] -> restored (B, T, H, W, 3) uint8
+  (uint16 for `bits` > 8)."""
   frames = lq_bthwc.shape[1]
   padded = jax.vmap(lambda v: preprocess.pad_frames(v, vae.cfg.temporal_factor))(lq_bthwc)
   lq_latent = encode_lq(vae, padded, eps, options)
   x0 = predict_x0(dit, noise, lq_latent, txt_blc)
   decoded = decode_x0(vae, x0, options)[:, :frames]
   fixed = jax.vmap(lambda r, l: colorfix.color_fix(r, l, options.colorfix))(decoded, lq_bthwc)
-  return to_uint8(fixed)
+  return to_pixels(fixed, bits)
 
 
 class Restorer:
   """Jitted restoration of batches of raw clips (one compilation per clip shape).
 
-  raw clips (B, T, H, W, 3) uint8 -> pre-process to `size` (official resize and /16 crop)
-  -> `restore_clip` -> (B, T, h, w, 3) uint8. Each clip draws its posterior and initial noise
+  raw clips (B, T, H, W, 3) uint8 -> pre-process to `size` (official resize, then /16 crop or
+  reflect padding by `options.size_mode`) -> `restore_clip` -> (B, T, h, w, 3) uint8 (uint16 for
+  `bits` > 8; padding cropped off, so (h, w) = `size` when padded). Each clip draws its posterior and initial noise
   from its own key, so results do not depend on how clips are batched or placed on devices.
   With a mesh, the batch is split over its "data" axis and frame width over "sequence".
   With `options.cache_dir`, each compiled program is kept there and later loaded untraced.
   """
 
   def __init__(self, dit: NaDiT, vae: VideoAutoencoder, txt_lc, options: RestoreOptions,
-               size: tuple[int, int], mesh: jax.sharding.Mesh | None = None):
+               size: tuple[int, int], mesh: jax.sharding.Mesh | None = None, bits: int = 8):
+    self.options = options
     self.store = executables.ExecutableStore(
         f"{options.cache_dir}/executables") if options.cache_dir else None
     self._programs = {}  # raw clip shape -> compiled program
-    self._description = (repr(dit.cfg), repr(vae.cfg), options.program_fields(), size,
+    self._description = (repr(dit.cfg), repr(vae.cfg), options.program_fields(), size, bits,
                          None if mesh is None else (dict(mesh.shape), mesh.device_ids.tolist()))
     dit_graph, self.dit_state = nnx.split(dit)
     vae_graph, self.vae_state = nnx.split(vae)
@@ -110,13 +120,18 @@ class Restorer:
 
     def run(dit_state, vae_state, raw, txt, keys):
       vae_ = nnx.merge(vae_graph, vae_state)
-      lq = constrain(jax.vmap(lambda clip: preprocess.preprocess(clip / 255.0, size))(raw))
+      lq = constrain(jax.vmap(lambda clip: preprocess.preprocess(
+          clip / 255.0, size, options.size_mode))(raw))
       shape = latent_shape(vae_, lq.shape)[1:]
       eps, noise = jax.vmap(lambda key: tuple(
           jax.random.normal(k, shape, jnp.float32) for k in jax.random.split(key)))(keys)
       txt_b = jnp.broadcast_to(txt, (lq.shape[0], *txt.shape[1:]))
-      return restore_clip(nnx.merge(dit_graph, dit_state), vae_, lq, txt_b, constrain(eps),
-                          constrain(noise), options)
+      out = restore_clip(nnx.merge(dit_graph, dit_state), vae_, lq, txt_b, constrain(eps),
+                         constrain(noise), options, bits)
+      if options.size_mode == "crop":
+        return out
+      top, left, _, _ = preprocess.pad_box(*size)
+      return out[:, :, top:top + size[0], left:left + size[1]]
 
     self._run = jax.jit(mesh_lib.traced_with_mesh(run, mesh))
 

@@ -12,13 +12,19 @@ from seedvr2_jax.errors import ConfigError
 
 COLORFIX_MODES = ("wavelet", "adain", "none")
 DTYPES = ("auto", "bfloat16", "float32")
+# pad: reflect-pad to the model's multiple of 16 and crop back (exact output size); crop: the
+# official centre crop to /16 (parity runs).
+SIZE_MODES = ("pad", "crop")
+# auto: a new clip at each detected scene cut (`infer/scenes.py`); none: clips ignore cuts.
+SCENE_CUTS = ("none", "auto")
 # The output area when no size option is given (the official 720p setting).
 DEFAULT_RESOLUTION = (720, 1280)
 # Compiled programs (`executables/`) and XLA's compilation cache (`xla/`).
 DEFAULT_CACHE_DIR = os.environ.get("SEEDVR2_JAX_CACHE", "~/.cache/seedvr2-jax")
 # Fields that do not change the compiled program (the rest are part of its key).
 HOST_ONLY_FIELDS = ("checkpoint", "seed", "clip_frames", "clip_overlap", "max_frames",
-                    "sequence_parallel", "crf", "overwrite", "dry_run", "cache_dir")
+                    "sequence_parallel", "crf", "overwrite", "dry_run", "cache_dir",
+                    "scene_cuts", "codec", "pix_fmt", "png_bits", "audio")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +47,10 @@ class RestoreOptions:
     the plan, restore nothing.
   cache_dir: compiled programs are kept under `cache_dir/executables` and loaded by later runs
     without tracing ("": none kept).
+  size_mode: one of SIZE_MODES; scene_cuts: one of SCENE_CUTS.
+  codec, pix_fmt: a video output's codec and pixel format (None: the container's defaults,
+    `data/video_formats.py`); png_bits: 8 or 16 for PNG outputs; audio: carry the input's
+    audio into a video output (False: drop it).
   """
 
   checkpoint: str | None = None
@@ -62,6 +72,12 @@ class RestoreOptions:
   overwrite: bool = False
   dry_run: bool = False
   cache_dir: str = DEFAULT_CACHE_DIR
+  size_mode: str = "pad"
+  scene_cuts: str = "none"
+  codec: str | None = None
+  pix_fmt: str | None = None
+  png_bits: int = 8
+  audio: bool = True
 
   def __post_init__(self):
     sizes = sum(v is not None for v in (self.resolution, self.short_side, self.scale))
@@ -72,6 +88,10 @@ class RestoreOptions:
     if self.colorfix not in COLORFIX_MODES:
       raise ConfigError(f"unknown colour fix {self.colorfix!r}; expected one of "
                         f"{COLORFIX_MODES}")
+    for name, value, choices in (("size mode", self.size_mode, SIZE_MODES),
+                                 ("scene cut mode", self.scene_cuts, SCENE_CUTS)):
+      if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; expected one of {choices}")
     if self.dtype not in DTYPES:
       raise ConfigError(f"unknown dtype {self.dtype!r}; expected one of {DTYPES}")
 

@@ -1,5 +1,11 @@
 """Official SeedVR2 pre-processing of LQ frames: resize, crop to /16, normalise, pad to 4n+1.
 
+`size_mode="pad"` replaces the official crop: frames are reflect-padded up to the next multiple
+of 16 and the restored frames cropped back (`pad_box`), so the output is exactly the requested
+size. Reflection rather than edge replication: the padding is seen by the VAE's 3x3 convs and
+the DiT's attention, and a mirrored border continues the image's texture and gradients where
+replicated rows would add flat streaks unlike anything in training crops.
+
 Frames are (T, H, W, C) float in [0, 1]. Resizing is bicubic with antialiasing (torchvision's
 tensor resize = PIL-style Keys a=-0.5 kernel scaled by the downsampling factor;
 `jax.image.resize(method="cubic", antialias=True)` matches it to 4e-7).
@@ -48,13 +54,33 @@ def crop_box(height: int, width: int) -> tuple[int, int, int, int]:
   return int(round((height - h) / 2)), int(round((width - w) / 2)), h, w
 
 
-def preprocess(frames_thwc: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
-  """[0, 1] frames -> resized to `size`, clamped, centre-cropped to /16, in [-1, 1]."""
+def pad_box(height: int, width: int) -> tuple[int, int, int, int]:
+  """(top, left, h, w): a `height` x `width` frame sits at (top, left) of the h x w frame
+  padded up to multiples of 16 (centred; the odd pixel goes to the bottom / right)."""
+  h, w = -(-height // CROP_MULTIPLE) * CROP_MULTIPLE, -(-width // CROP_MULTIPLE) * CROP_MULTIPLE
+  return (h - height) // 2, (w - width) // 2, h, w
+
+
+def model_size(size: tuple[int, int], size_mode: str = "crop") -> tuple[int, int]:
+  """The (h, w) the model runs at for resized frames of `size`: cropped or padded to /16."""
+  return (crop_box if size_mode == "crop" else pad_box)(*size)[2:]
+
+
+def preprocess(frames_thwc: jnp.ndarray, size: tuple[int, int],
+               size_mode: str = "crop") -> jnp.ndarray:
+  """[0, 1] frames -> resized to `size`, clamped, centre-cropped to /16 (official) or
+  reflect-padded to /16 (`size_mode="pad"`), in [-1, 1]."""
   t, _, _, c = frames_thwc.shape
   x = jax.image.resize(frames_thwc.astype(jnp.float32), (t, *size, c), method="cubic",
                        antialias=True)
-  top, left, h, w = crop_box(*size)
-  x = jnp.clip(x, 0.0, 1.0)[:, top:top + h, left:left + w]
+  x = jnp.clip(x, 0.0, 1.0)
+  if size_mode == "crop":
+    top, left, h, w = crop_box(*size)
+    x = x[:, top:top + h, left:left + w]
+  else:
+    top, left, h, w = pad_box(*size)
+    x = jnp.pad(x, ((0, 0), (top, h - size[0] - top), (left, w - size[1] - left), (0, 0)),
+                mode="reflect")
   return x * 2.0 - 1.0
 
 

@@ -20,9 +20,9 @@ from flax import nnx
 from seedvr2_jax.convert import bundle as bundle_lib
 from seedvr2_jax.convert import dit as dit_convert
 from seedvr2_jax.convert import vae as vae_convert
-from seedvr2_jax.data import video_io
+from seedvr2_jax.data import video_formats, video_io
 from seedvr2_jax.errors import InputError
-from seedvr2_jax.infer import clips, one_step, preprocess
+from seedvr2_jax.infer import clips, one_step, preprocess, scenes
 from seedvr2_jax.infer.options import RestoreOptions
 from seedvr2_jax.models.dit import window_plan
 from seedvr2_jax.models.dit.flops import token_grid
@@ -44,12 +44,26 @@ def output_kind(path: str) -> str:
   ext = os.path.splitext(path)[1].lower()
   if not ext:
     return "frames"
-  if ext in video_io.WRITABLE_VIDEO_EXTENSIONS:
+  if ext in video_formats.CONTAINERS:
     return "video"
   if ext in video_io.IMAGE_EXTENSIONS:
     return "image"
-  raise InputError(f"{path}: unknown output type (use .mp4/.mkv/.mov, an image extension, or a "
-                   f"folder name without extension for PNG frames)")
+  raise InputError(f"{path}: unknown output type (use .mp4/.mkv/.mov/.webm, an image extension, "
+                   f"or a folder name without extension for PNG frames)")
+
+
+def output_bits(path: str, kind: str, options: RestoreOptions) -> int:
+  """Bits per sample of the output: the video format's, or `png_bits` for PNG frames and
+  images; InputError for an option that does not apply to this output."""
+  if kind != "video" and (options.codec or options.pix_fmt):
+    raise InputError(f"{path}: --codec and --pix-fmt apply to video outputs")
+  if options.png_bits != 8 and not (kind == "frames" or path.lower().endswith(".png")):
+    raise InputError(f"{path}: --png-bits applies to PNG outputs (a folder or a .png image)")
+  if kind == "video":
+    return video_formats.video_format(path, options.codec, options.pix_fmt).bits
+  if options.png_bits not in video_io.PNG_BITS:
+    raise InputError(f"--png-bits must be 8 or 16, got {options.png_bits}")
+  return options.png_bits
 
 
 def resolve_dtype(dtype: str) -> str:
@@ -105,16 +119,21 @@ class Progress:
 
 def describe_plan(output_path: str, info: video_io.MediaInfo, frames: int, size, plan, dit, vae,
                   restorer: one_step.Restorer, batch: int) -> list[str]:
-  top, left, h, w = preprocess.crop_box(*size)
+  h, w = preprocess.model_size(size, restorer.options.size_mode)
   padded = preprocess.padded_length(plan.length, vae.cfg.temporal_factor)
+  if restorer.options.size_mode == "crop":
+    top, left, _, _ = preprocess.crop_box(*size)
+    sizes = f"cropped to {w}x{h} (offset {left},{top}); output {w}x{h}"
+  else:
+    sizes = f"padded to {w}x{h} (reflect), cropped back; output {size[1]}x{size[0]}"
   latent = (vae.cfg.latent_frames(padded), h // vae.cfg.spatial_factor,
             w // vae.cfg.spatial_factor)
   grid = token_grid(dit.cfg, latent)
   lines = [
       f"input: {info.path} ({info.kind}) {info.width}x{info.height}, {info.frames} frames, "
       f"{float(info.fps):.3f} fps, audio: {'yes' if info.has_audio else 'no'}",
-      f"frames to restore: {frames}; resized to {size[1]}x{size[0]}, cropped to {w}x{h} "
-      f"(offset {left},{top}); output {output_path} ({output_kind(output_path)})",
+      f"frames to restore: {frames}; resized to {size[1]}x{size[0]}, {sizes}; "
+      f"{output_path} ({output_kind(output_path)})",
       f"clips: {plan.count} of {plan.length} frames (padded to {padded}), starts "
       f"{list(plan.starts)}",
       f"latent {latent[0]}x{latent[1]}x{latent[2]}, DiT token grid {grid[0]}x{grid[1]}x{grid[2]}",
@@ -151,14 +170,20 @@ def restore_media(input_path: str, output_path: str, options: RestoreOptions = R
                      f"frames (write .mp4 or a frame folder)")
   size = preprocess.output_size(info.height, info.width, resolution=options.resolution,
                                 short_side=options.short_side, scale=options.scale)
-  plan = clips.plan_clips(frames, options.clip_frames, options.clip_overlap)
+  bits = output_bits(output_path, kind, options)
+  cuts = ()
+  if options.scene_cuts == "auto":  # a pre-pass decoding the input (docs/restore_io.md)
+    start = time.perf_counter()
+    cuts = tuple(scenes.find_cuts(itertools.islice(video_io.read_frames(info), frames)))
+    log(f"scene cuts: {list(cuts) if cuts else 'none'} ({time.perf_counter() - start:.2f} s)")
+  plan = clips.plan_clips(frames, options.clip_frames, options.clip_overlap, cuts)
   dtype = resolve_dtype(options.dtype)
   mesh = device_mesh(options.sequence_parallel)
   batch = 1 if mesh is None else mesh.shape["data"]
   log(f"devices: {jax.device_count()} ({batch} clip(s) at a time, each on "
       f"{1 if mesh is None else mesh.shape['sequence']} device(s))")
   dit, vae, txt = models or load_models(options.checkpoint, dtype, log)
-  restorer = one_step.Restorer(dit, vae, txt, options, size, mesh)
+  restorer = one_step.Restorer(dit, vae, txt, options, size, mesh, bits)
   if options.dry_run:
     for line in describe_plan(output_path, info, frames, size, plan, dit, vae, restorer, batch):
       log(line)
@@ -178,13 +203,17 @@ def restore_media(input_path: str, output_path: str, options: RestoreOptions = R
     video_io.write_image(output_path, next(outputs))
     progress.update()
     return 1
-  audio = info.path if info.has_audio and kind == "video" and frames == info.frames else None
+  audio = info.path if info.has_audio and kind == "video" and options.audio else None
+  if info.has_audio and kind == "frames":
+    log("note: the input's audio is not written (a PNG folder holds no audio)")
   with video_io.VideoWriter(output_path, info.fps, crf=options.crf, audio_from=audio,
-                            overwrite=options.overwrite) as writer:
+                            overwrite=options.overwrite, codec=options.codec,
+                            pix_fmt=options.pix_fmt, png_bits=options.png_bits) as writer:
     with background.BackgroundConsumer(writer.write) as encoder:  # encode while the device works
       for frame in outputs:
         encoder.put(frame)
         progress.update()
-  log(f"wrote {output_path}: {writer.count} frames, {size[1] - size[1] % 16}x"
-      f"{size[0] - size[0] % 16}")
+  out_h, out_w = size if options.size_mode == "pad" else preprocess.model_size(size)
+  audio_note = f", audio {writer.audio.codec}" if writer.audio is not None else ""
+  log(f"wrote {output_path}: {writer.count} frames, {out_w}x{out_h}{audio_note}")
   return writer.count

@@ -155,7 +155,7 @@ class _Restorer:
     if self.models is None:
       self.models = restore.load_models(self.row.checkpoint, restore.resolve_dtype("auto"),
                                         self.log)
-    options = RestoreOptions(overwrite=True, clip_frames=self.clip_frames,
+    options = RestoreOptions(overwrite=True, clip_frames=self.clip_frames, size_mode="crop",
                              **protocol.output_request(*lq_hw, spec.cap))
     restore.restore_media(lq_dir, out_dir, options, log=self.log, models=self.models,
                           progress_stream=_Quiet())
