@@ -57,7 +57,7 @@ def _restore(args) -> int:
 
   import jax
 
-  from seedvr2_jax.infer import restore
+  from seedvr2_jax.infer import batch
   jax.config.update("jax_compilation_cache_dir", os.environ.get(
       "JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/seedvr2-jax/xla")))
   options = restore_options.RestoreOptions(
@@ -66,8 +66,18 @@ def _restore(args) -> int:
       clip_frames=args.clip_frames, clip_overlap=args.clip_overlap, max_frames=args.max_frames,
       encode_chunk=args.encode_chunk, decode_chunk=args.decode_chunk, tile=args.tile,
       tile_overlap=args.tile_overlap, sequence_parallel=args.sequence_parallel, crf=args.crf,
-      overwrite=args.overwrite, dry_run=args.dry_run)
-  restore.restore_media(args.input, args.output, options)
+      overwrite=args.overwrite, dry_run=args.dry_run, resume=args.resume)
+  many = args.output_dir is not None
+  if many:
+    jobs = batch.jobs_for(args.inputs, args.output_dir, args.output_ext)
+  elif len(args.inputs) == 2:
+    jobs = [tuple(args.inputs)]
+  else:
+    raise ConfigError("restore takes INPUT OUTPUT, or several inputs with -o OUTPUT_DIR")
+  if args.distributed:
+    jax.distributed.initialize()  # cluster (SLURM, TPU pod, ...) detected from the environment
+  batch.restore_jobs(jobs, options, many=many,
+                     process=(jax.process_index(), jax.process_count()))
   return 0
 
 
@@ -198,8 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
 
   default = restore_options.RestoreOptions()  # the size flags stay None: the options decide
   p = sub.add_parser("restore", help="restore a video, image or frame folder in one step")
-  p.add_argument("input", help="video file, image, or folder of PNG/JPG frames")
-  p.add_argument("output", help=".mp4/.mkv/.mov, an image file, or a folder for PNG frames")
+  p.add_argument("inputs", nargs="+", metavar="INPUT",
+                 help="INPUT OUTPUT: a video file, image or folder of PNG/JPG frames, and "
+                      ".mp4/.mkv/.mov, an image file or a folder for PNG frames; with -o: "
+                      "inputs, folders of videos and .txt lists of paths")
+  p.add_argument("-o", "--output-dir",
+                 help="restore every input to DIR/NAME.EXT with one model load (existing "
+                      "outputs are skipped without --overwrite)")
+  p.add_argument("--output-ext", default="mp4",
+                 help="with -o: mp4/mkv/mov, png for one-frame inputs, or 'frames' for PNG "
+                      "folders (default mp4)")
   p.add_argument("--checkpoint", default=default.checkpoint,
                  help="directory made by `seedvr2-jax convert` or `export-run` (default: the "
                       "bundled toy model)")
@@ -232,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--crf", type=int, default=default.crf, help="H.264 quality (lower is better)")
   p.add_argument("--overwrite", action="store_true", help="replace an existing output")
   p.add_argument("--dry-run", action="store_true", help="print the plan, restore nothing")
+  p.add_argument("--resume", action="store_true",
+                 help="continue an interrupted restore from the frames saved in OUTPUT.parts/")
+  p.add_argument("--distributed", action="store_true",
+                 help="one process per host (jax.distributed.initialize); inputs dealt out")
   p.set_defaults(run=_restore)
 
   p = sub.add_parser("degrade", help="synthesise a training LQ version of a video or image")

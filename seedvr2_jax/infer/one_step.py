@@ -79,7 +79,7 @@ def restore_clip(dit: NaDiT, vae: VideoAutoencoder, lq_bthwc, txt_blc, eps, nois
 class Restorer:
   """Jitted restoration of batches of raw clips (one compilation per clip shape).
 
-  raw clips (B, T, H, W, 3) uint8 -> pre-process to `size` (official resize and /16 crop)
+  raw clips (B, T, H, W, 3) uint8 (or float32 in [0, 255]) -> pre-process to `size` (official resize and /16 crop)
   -> `restore_clip` -> (B, T, h, w, 3) uint8. Each clip draws its posterior and initial noise
   from its own key, so results do not depend on how clips are batched or placed on devices.
   With a mesh, the batch is split over its "data" axis and frame width over "sequence".
@@ -91,6 +91,7 @@ class Restorer:
     vae_graph, self.vae_state = nnx.split(vae)
     self.txt = jnp.asarray(txt_lc)[None]
     self.mesh = mesh
+    self.traces = 0  # times `run` was traced: once per input shape and dtype
     if mesh is not None:  # weights on every device (a loaded checkpoint sits on device 0)
       replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
       self.dit_state, self.vae_state, self.txt = jax.device_put(
@@ -102,6 +103,7 @@ class Restorer:
           x, jax.sharding.NamedSharding(mesh, spec))
 
     def run(dit_state, vae_state, raw, txt, keys):
+      self.traces += 1
       vae_ = nnx.merge(vae_graph, vae_state)
       lq = constrain(jax.vmap(lambda clip: preprocess.preprocess(clip / 255.0, size))(raw))
       shape = latent_shape(vae_, lq.shape)[1:]

@@ -33,6 +33,8 @@ class RestoreOptions:
     parallel.
   crf: H.264 quality of a video output; overwrite: replace an existing output; dry_run: print
     the plan, restore nothing.
+  resume: continue the interrupted restore saved in the output's work directory
+    (`parts.work_dir`: finished frames of a video of several clips) instead of refusing it.
   """
 
   checkpoint: str | None = None
@@ -53,6 +55,7 @@ class RestoreOptions:
   crf: int = 18
   overwrite: bool = False
   dry_run: bool = False
+  resume: bool = False
 
   def __post_init__(self):
     sizes = sum(v is not None for v in (self.resolution, self.short_side, self.scale))
