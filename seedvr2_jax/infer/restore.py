@@ -30,7 +30,7 @@ from seedvr2_jax.infer.options import RestoreOptions
 from seedvr2_jax.models.dit import window_plan
 from seedvr2_jax.models.dit.flops import token_grid
 from seedvr2_jax.parallel import mesh as mesh_lib
-from seedvr2_jax.utils import background
+from seedvr2_jax.utils import atomic, background
 
 TOY_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "assets", "toy")
@@ -235,6 +235,7 @@ def restore_media(input_path: str, output_path: str, options: RestoreOptions = R
         resume=options.resume, overwrite=options.overwrite)
     if work.finished:
       log(f"resuming: {work.finished} of {frames} frames saved in {work.path}")
+      atomic.remove_stale_temporaries(output_path)
   finished = work.finished if work else 0
   restored = iter(())
   if finished < frames:
