@@ -79,9 +79,10 @@ def restore_clip(dit: NaDiT, vae: VideoAutoencoder, lq_bthwc, txt_blc, eps, nois
 class Restorer:
   """Jitted restoration of batches of raw clips (one compilation per clip shape).
 
-  raw clips (B, T, H, W, 3) uint8 (or float32 in [0, 255]) -> pre-process to `size` (official resize and /16 crop)
-  -> `restore_clip` -> (B, T, h, w, 3) uint8. Each clip draws its posterior and initial noise
-  from its own key, so results do not depend on how clips are batched or placed on devices.
+  raw clips (B, T, H, W, 3) uint8 (or float32 in [0, 255]) -> pre-process to `size` (official
+  resize and /16 crop) -> `restore_clip` -> (B, T, h, w, 3) uint8. Each clip draws its
+  posterior and initial noise from its own key, so results do not depend on how clips are
+  batched or placed on devices.
   With a mesh, the batch is split over its "data" axis and frame width over "sequence".
   """
 
