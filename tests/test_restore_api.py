@@ -94,8 +94,13 @@ def test_a_folder_of_two_videos_is_restored_with_one_model_load(restorer, bikes,
   jobs = batch.jobs_for([str(folder)], str(out), "frames")
   share = batch.restore_jobs(jobs, restorer.options, many=True, process=(1, 2), log=print)
   assert share.skipped == [str(out / "b")] and len(loads) == 2  # process 1 of 2: every second
+
+
+def test_restore_usage_errors_are_one_line(tmp_path, capsys):
+  assert cli.main(["restore", "a.mp4", "b.mp4", "c.mp4"]) == 2
+  assert "restore takes INPUT OUTPUT, or several inputs with -o" in capsys.readouterr().err
   with pytest.raises(InputError, match="would both be written to"):
-    batch.jobs_for([str(folder / "a.mp4"), str(tmp_path / "a.mkv")], str(out), "mp4")
+    batch.jobs_for([str(tmp_path / "a.mp4"), str(tmp_path / "a.mkv")], str(tmp_path), "mp4")
 
 
 def test_a_killed_restore_resumes_to_the_uninterrupted_frames(restorer, tmp_path, capsys):
