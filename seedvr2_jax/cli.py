@@ -57,7 +57,7 @@ def _restore(args) -> int:
 
   import jax
 
-  from seedvr2_jax.infer import restore
+  from seedvr2_jax.infer import batch
   if args.cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.environ.get(
         "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser(args.cache_dir), "xla")))
@@ -69,8 +69,18 @@ def _restore(args) -> int:
       tile_overlap=args.tile_overlap, sequence_parallel=args.sequence_parallel, crf=args.crf,
       overwrite=args.overwrite, dry_run=args.dry_run, size_mode=args.size_mode,
       scene_cuts=args.scene_cuts, codec=args.codec, pix_fmt=args.pix_fmt,
-      png_bits=args.png_bits, audio=not args.no_audio, cache_dir=args.cache_dir)
-  restore.restore_media(args.input, args.output, options)
+      png_bits=args.png_bits, audio=not args.no_audio, cache_dir=args.cache_dir,
+      resume=args.resume)
+  many = args.output_dir is not None
+  if many:
+    jobs = batch.jobs_for(args.inputs, args.output_dir, args.output_ext)
+  elif len(args.inputs) == 2:
+    jobs = [tuple(args.inputs)]
+  else:
+    raise ConfigError("restore takes INPUT OUTPUT, or several inputs with -o OUTPUT_DIR")
+  _join_job(args)
+  batch.restore_jobs(jobs, options, many=many,
+                     process=(jax.process_index(), jax.process_count()))
   return 0
 
 
@@ -215,9 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
 
   default = restore_options.RestoreOptions()  # the size flags stay None: the options decide
   p = sub.add_parser("restore", help="restore a video, image or frame folder in one step")
-  p.add_argument("input", help="video file, image, or folder of PNG/JPG frames")
-  p.add_argument("output", help=".mp4/.mkv/.mov/.webm, an image file, or a folder for PNG "
-                                 "frames")
+  p.add_argument("inputs", nargs="+", metavar="INPUT",
+                 help="INPUT OUTPUT: a video file, image or folder of PNG/JPG frames, and "
+                      ".mp4/.mkv/.mov/.webm, an image file or a folder for PNG frames; with -o: "
+                      "inputs, folders of videos and .txt lists of paths")
+  p.add_argument("-o", "--output-dir",
+                 help="restore every input to DIR/NAME.EXT with one model load (existing "
+                      "outputs are skipped without --overwrite)")
+  p.add_argument("--output-ext", default="mp4",
+                 help="with -o: mp4/mkv/mov, png for one-frame inputs, or 'frames' for PNG "
+                      "folders (default mp4)")
   p.add_argument("--checkpoint", default=default.checkpoint,
                  help="directory made by `seedvr2-jax convert` or `export-run` (default: the "
                       "bundled toy model)")
@@ -267,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--no-audio", action="store_true",
                  help="drop the input's audio (by default copied, or transcoded to AAC/Opus "
                       "where the container cannot hold it)")
+  p.add_argument("--resume", action="store_true",
+                 help="continue an interrupted restore from the frames saved in OUTPUT.parts/")
+  _add_distributed(p, "one process per host; inputs dealt out")
   p.set_defaults(run=_restore)
 
   p = sub.add_parser("degrade", help="synthesise a training LQ version of a video or image")

@@ -16,7 +16,7 @@ from seedvr2_jax.convert.safetensors_io import SafetensorsFile, save_file
 from seedvr2_jax.data import video_io
 from seedvr2_jax.diffusion import condition
 from seedvr2_jax.errors import CheckpointError, ConfigError, InputError
-from seedvr2_jax.infer import clips, colorfix, preprocess, restore
+from seedvr2_jax.infer import batch, clips, colorfix, preprocess
 from seedvr2_jax.infer.options import RestoreOptions
 from seedvr2_jax.metrics import fidelity, lpips
 from seedvr2_jax.models.dit import config as dit_config
@@ -235,7 +235,8 @@ def test_restore_frames_folder_and_image(tmp_path, capsys):
 def test_restore_flags_map_to_their_options(monkeypatch):
   """Every flag lands in its own field; without flags the command uses the options' defaults."""
   seen = []
-  monkeypatch.setattr(restore, "restore_media", lambda *args: seen.append(args))
+  monkeypatch.setattr(batch, "restore_jobs", lambda jobs, options, **kw: seen.append(
+      (*jobs[0], options)))
   assert cli.main(["restore", "in.mp4", "out.mp4"]) == 0
   assert seen.pop() == ("in.mp4", "out.mp4", RestoreOptions())
   flags = ["--checkpoint", "ckpt", "--short-side", "96", "--colorfix", "adain", "--seed", "3",
@@ -243,14 +244,14 @@ def test_restore_flags_map_to_their_options(monkeypatch):
            "40", "--encode-chunk", "12", "--decode-chunk", "2", "--tile", "256x384",
            "--tile-overlap", "32", "--sequence-parallel", "4", "--crf", "23", "--overwrite",
            "--dry-run", "--size-mode", "crop", "--scene-cuts", "auto", "--codec", "hevc",
-           "--pix-fmt", "yuv420p10le", "--png-bits", "16", "--no-audio"]
+           "--pix-fmt", "yuv420p10le", "--png-bits", "16", "--no-audio", "--resume"]
   assert cli.main(["restore", "in.mp4", "out.mp4", *flags]) == 0
   assert seen.pop()[2] == RestoreOptions(
       checkpoint="ckpt", short_side=96, colorfix="adain", seed=3, dtype="bfloat16",
       clip_frames=13, clip_overlap=5, max_frames=40, encode_chunk=12, decode_chunk=2,
       tile=(256, 384), tile_overlap=32, sequence_parallel=4, crf=23, overwrite=True,
       dry_run=True, size_mode="crop", scene_cuts="auto", codec="hevc", pix_fmt="yuv420p10le",
-      png_bits=16, audio=False)
+      png_bits=16, audio=False, resume=True)
   assert cli.main(["restore", "in.mp4", "out.mp4", "--scale", "2"]) == 0
   assert seen.pop()[2] == RestoreOptions(scale=2.0) and RestoreOptions().resolution == (720, 1280)
   assert cli.main(["restore", "in.mp4", "out.mp4", "--resolution", "540x960"]) == 0

@@ -67,20 +67,21 @@ def plan_clips(frames: int, clip_frames: int | None, overlap: int,
 
 def stream_clips(frames: Iterable[np.ndarray], plan: ClipPlan,
                  run: Callable[[list[int], list[np.ndarray]], list[np.ndarray]],
-                 batch: int = 1) -> Iterator[np.ndarray]:
-  """Yields output frames in order.
+                 batch: int = 1, first_clip: int = 0) -> Iterator[np.ndarray]:
+  """Yields output frames in order, from frame `plan.starts[first_clip]` on.
 
   `run(clip_indices, clips)` restores up to `batch` clips at once; each clip is a
   (length, H, W, C) array of input frames and each result a (length, H', W', C) uint8 or uint16
-  array (frames are yielded in that dtype)
-  (a jax.Array is fine: results are only read after the next batch has been dispatched, so
+  array, frames yielded in that dtype (a jax.Array is fine: results are only read after the next batch has been dispatched, so
   reading input and writing output overlap the device's work on the next batch).
+  `frames` starts at frame `plan.starts[first_clip]` (a resumed run); the first frames yielded
+  lack the cross-fade of earlier clips up to `plan.starts[first_clip - 1] + plan.length`.
   """
   source = iter(frames)
   weights = plan.weights()
   inputs: dict[int, np.ndarray] = {}  # frame index -> input frame still needed
   acc: dict[int, np.ndarray] = {}  # frame index -> blended output so far
-  read = 0
+  read = emitted = plan.starts[first_clip]
 
   def dispatch(indices: list[int]):
     nonlocal read
@@ -94,8 +95,7 @@ def stream_clips(frames: Iterable[np.ndarray], plan: ClipPlan,
     return indices, run(indices, clip_inputs)
 
   batches = [list(range(first, min(first + batch, plan.count)))
-             for first in range(0, plan.count, batch)]
-  emitted = 0
+             for first in range(first_clip, plan.count, batch)]
   pending = dispatch(batches[0])
   for following in batches[1:] + [None]:
     indices, outputs = pending
@@ -111,3 +111,11 @@ def stream_clips(frames: Iterable[np.ndarray], plan: ClipPlan,
       yield np.clip(np.round(acc.pop(f)), 0, np.iinfo(dtype).max).astype(dtype)
       inputs.pop(f, None)  # frames before the next clip's start are not needed again
     emitted = done
+
+
+def resume_point(plan: ClipPlan, finished: int) -> tuple[int, int]:
+  """(first clip to run, frames of its output to drop) to continue a run whose first `finished`
+  frames are final: the first clip that reaches past them, so every later frame gets all of its
+  clips' contributions."""
+  first = next(i for i, stop in enumerate(plan.stops) if stop > finished)
+  return first, finished - plan.starts[first]

@@ -88,10 +88,11 @@ def restore_clip(dit: NaDiT, vae: VideoAutoencoder, lq_bthwc, txt_blc, eps, nois
 class Restorer:
   """Jitted restoration of batches of raw clips (one compilation per clip shape).
 
-  raw clips (B, T, H, W, 3) uint8 -> pre-process to `size` (official resize, then /16 crop or
-  reflect padding by `options.size_mode`) -> `restore_clip` -> (B, T, h, w, 3) uint8 (uint16 for
-  `bits` > 8; padding cropped off, so (h, w) = `size` when padded). Each clip draws its posterior and initial noise
-  from its own key, so results do not depend on how clips are batched or placed on devices.
+  raw clips (B, T, H, W, 3) uint8 (or float32 in [0, 255]) -> pre-process to `size` (official
+  resize, then /16 crop or reflect padding by `options.size_mode`) -> `restore_clip` ->
+  (B, T, h, w, 3) uint8 (uint16 for `bits` > 8; padding cropped off, so (h, w) = `size` when
+  padded). Each clip draws its posterior and initial noise from its own key, so results do not
+  depend on how clips are batched or placed on devices.
   With a mesh, the batch is split over its "data" axis and frame width over "sequence".
   With `options.cache_dir`, each compiled program is kept there and later loaded untraced.
   """
@@ -108,6 +109,7 @@ class Restorer:
     vae_graph, self.vae_state = nnx.split(vae)
     self.txt = jnp.asarray(txt_lc)[None]
     self.mesh = mesh
+    self.traces = 0  # times `run` was traced: once per input shape and dtype
     if mesh is not None:  # weights on every device (a loaded checkpoint sits on device 0)
       replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
       self.dit_state, self.vae_state, self.txt = jax.device_put(
@@ -119,6 +121,7 @@ class Restorer:
           x, jax.sharding.NamedSharding(mesh, spec))
 
     def run(dit_state, vae_state, raw, txt, keys):
+      self.traces += 1
       vae_ = nnx.merge(vae_graph, vae_state)
       lq = constrain(jax.vmap(lambda clip: preprocess.preprocess(
           clip / 255.0, size, options.size_mode))(raw))

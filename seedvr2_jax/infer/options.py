@@ -24,7 +24,7 @@ DEFAULT_CACHE_DIR = os.environ.get("SEEDVR2_JAX_CACHE", "~/.cache/seedvr2-jax")
 # Fields that do not change the compiled program (the rest are part of its key).
 HOST_ONLY_FIELDS = ("checkpoint", "seed", "clip_frames", "clip_overlap", "max_frames",
                     "sequence_parallel", "crf", "overwrite", "dry_run", "cache_dir",
-                    "scene_cuts", "codec", "pix_fmt", "png_bits", "audio")
+                    "scene_cuts", "codec", "pix_fmt", "png_bits", "audio", "resume")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +51,8 @@ class RestoreOptions:
   codec, pix_fmt: a video output's codec and pixel format (None: the container's defaults,
     `data/video_formats.py`); png_bits: 8 or 16 for PNG outputs; audio: carry the input's
     audio into a video output (False: drop it).
+  resume: continue the interrupted restore saved in the output's work directory
+    (`parts.work_dir`: finished frames of a video of several clips) instead of refusing it.
   """
 
   checkpoint: str | None = None
@@ -78,6 +80,7 @@ class RestoreOptions:
   pix_fmt: str | None = None
   png_bits: int = 8
   audio: bool = True
+  resume: bool = False
 
   def __post_init__(self):
     sizes = sum(v is not None for v in (self.resolution, self.short_side, self.scale))

@@ -1,16 +1,19 @@
 """`seedvr2-jax restore`: a video, image or frame folder in, the one-step restoration out.
 
-Plan (sizes, clips, windows, memory) -> load models -> stream frames through clips
-(`clips.stream_clips`), batched over devices -> write frames as they are final. Failures leave
-no output behind; an existing output is only replaced with `options.overwrite`.
+Plan (sizes, clips, windows, memory) -> load models (a `Session`, reused across inputs) ->
+stream frames through clips (`clips.stream_clips`), batched over devices -> write frames as they
+are final (and save them in the work directory of `parts`, for `--resume`). Failures leave no
+output behind; an existing output is only replaced with `options.overwrite`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -22,12 +25,12 @@ from seedvr2_jax.convert import dit as dit_convert
 from seedvr2_jax.convert import vae as vae_convert
 from seedvr2_jax.data import video_formats, video_io
 from seedvr2_jax.errors import InputError
-from seedvr2_jax.infer import clips, one_step, preprocess, scenes
+from seedvr2_jax.infer import clips, one_step, parts, preprocess, scenes
 from seedvr2_jax.infer.options import RestoreOptions
 from seedvr2_jax.models.dit import window_plan
 from seedvr2_jax.models.dit.flops import token_grid
 from seedvr2_jax.parallel import mesh as mesh_lib
-from seedvr2_jax.utils import background
+from seedvr2_jax.utils import atomic, background
 
 TOY_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "assets", "toy")
@@ -152,13 +155,69 @@ def describe_plan(output_path: str, info: video_io.MediaInfo, frames: int, size,
   return lines
 
 
+@dataclasses.dataclass
+class Session:
+  """Models, devices and compiled restorers kept across inputs (`api.Restorer` holds one)."""
+
+  dit: object
+  vae: object
+  txt: object
+  mesh: jax.sharding.Mesh | None
+  restorers: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def batch(self) -> int:
+    """Clips restored at once (one per "data" device)."""
+    return 1 if self.mesh is None else self.mesh.shape["data"]
+
+  def restorer(self, size: tuple[int, int], options: RestoreOptions,
+               bits: int = 8) -> one_step.Restorer:
+    """The restorer of clips resized to `size` with outputs of `bits` (one per size, bits and
+    program options): its compiled programs are reused by every later input of that size."""
+    key = (size, bits, tuple(options.program_fields().items()))
+    if key not in self.restorers:
+      self.restorers[key] = one_step.Restorer(self.dit, self.vae, self.txt, options, size,
+                                              self.mesh, bits)
+    return self.restorers[key]
+
+
+def load_session(options: RestoreOptions, log=print, models=None) -> Session:
+  """The devices of `options.sequence_parallel` and the models of `options.checkpoint` (or the
+  given (dit, vae, text embedding))."""
+  mesh = device_mesh(options.sequence_parallel)
+  log(f"devices: {jax.device_count()} ({1 if mesh is None else mesh.shape['data']} clip(s) at a "
+      f"time, each on {1 if mesh is None else mesh.shape['sequence']} device(s))")
+  dit, vae, txt = models or load_models(options.checkpoint, resolve_dtype(options.dtype), log)
+  return Session(dit, vae, txt, mesh)
+
+
+def restore_frames(session: Session, frames: Iterable[np.ndarray], plan: clips.ClipPlan,
+                   size: tuple[int, int], options: RestoreOptions,
+                   first_clip: int = 0, bits: int = 8) -> Iterator[np.ndarray]:
+  """Input frames (H, W, 3) (uint8, or float32 in [0, 255]) from `plan.starts[first_clip]` ->
+  restored (h, w, 3) frames (uint8, or uint16 for `bits` > 8), streamed (`clips.stream_clips`)."""
+  restorer, batch = session.restorer(size, options, bits), session.batch
+  key = jax.random.key(options.seed)
+
+  def restore_batch(indices, clip_frames):
+    n = len(indices)
+    stacked = np.stack(clip_frames + [clip_frames[-1]] * (batch - n))
+    keys = jnp.stack([jax.random.fold_in(key, i) for i in indices + [indices[-1]] * (batch - n)])
+    return list(restorer(stacked, keys)[:n])  # still on device: read after the next dispatch
+
+  return clips.stream_clips(frames, plan, restore_batch, batch, first_clip)
+
+
 def restore_media(input_path: str, output_path: str, options: RestoreOptions = RestoreOptions(),
-                  log=print, progress_stream=None, models=None) -> int:
+                  log=print, progress_stream=None, models=None,
+                  session: Session | None = None) -> int:
   """Restores the video, image or frame folder `input_path` into `output_path` (a video, an
   image, or a folder of PNG frames, by its extension); returns the number of frames written.
 
-  `models`: an already built (dit, vae, text embedding) to use instead of loading
-  `options.checkpoint` (benchmarks); by default the checkpoint, or the toy model without one.
+  `session`: models and compiled restorers to reuse (`load_session`); else one is loaded from
+  `models`, an already built (dit, vae, text embedding) (benchmarks), or `options.checkpoint`
+  (the toy model without one). A video of several clips saves its final frames in a work
+  directory as it goes (`parts`), which `options.resume` continues after an interruption.
   """
   kind = output_kind(output_path)
   if os.path.exists(output_path) and not options.overwrite:
@@ -177,42 +236,57 @@ def restore_media(input_path: str, output_path: str, options: RestoreOptions = R
     cuts = tuple(scenes.find_cuts(itertools.islice(video_io.read_frames(info), frames)))
     log(f"scene cuts: {list(cuts) if cuts else 'none'} ({time.perf_counter() - start:.2f} s)")
   plan = clips.plan_clips(frames, options.clip_frames, options.clip_overlap, cuts)
-  dtype = resolve_dtype(options.dtype)
-  mesh = device_mesh(options.sequence_parallel)
-  batch = 1 if mesh is None else mesh.shape["data"]
-  log(f"devices: {jax.device_count()} ({batch} clip(s) at a time, each on "
-      f"{1 if mesh is None else mesh.shape['sequence']} device(s))")
-  dit, vae, txt = models or load_models(options.checkpoint, dtype, log)
-  restorer = one_step.Restorer(dit, vae, txt, options, size, mesh, bits)
+  session = session or load_session(options, log, models)
   if options.dry_run:
-    for line in describe_plan(output_path, info, frames, size, plan, dit, vae, restorer, batch):
+    for line in describe_plan(output_path, info, frames, size, plan, session.dit, session.vae,
+                              session.restorer(size, options, bits), session.batch):
       log(line)
     return 0
-  key = jax.random.key(options.seed)
-
-  def restore_batch(indices, clip_frames):
-    n = len(indices)
-    stacked = np.stack(clip_frames + [clip_frames[-1]] * (batch - n))
-    keys = jnp.stack([jax.random.fold_in(key, i) for i in indices + [indices[-1]] * (batch - n)])
-    return list(restorer(stacked, keys)[:n])  # still on device: read after the next dispatch
-
   progress = Progress(frames, progress_stream)
-  source = itertools.islice(video_io.read_frames(info), frames)
-  outputs = clips.stream_clips(source, plan, restore_batch, batch)
   if kind == "image":
-    video_io.write_image(output_path, next(outputs))
+    source = itertools.islice(video_io.read_frames(info), frames)
+    video_io.write_image(output_path, next(restore_frames(session, source, plan, size, options,
+                                                           bits=bits)))
     progress.update()
     return 1
+  work = None
+  if plan.count > 1:
+    boundaries = [*plan.starts[1:], frames]
+    work = parts.WorkDir.open(
+        output_path, parts.manifest(input_path, frames, options, boundaries,
+                                    jax.default_backend()),
+        resume=options.resume, overwrite=options.overwrite)
+    if work.finished:
+      log(f"resuming: {work.finished} of {frames} frames saved in {work.path}")
+      atomic.remove_stale_temporaries(output_path)
+  finished = work.finished if work else 0
+  restored = iter(())
+  if finished < frames:
+    first, drop = clips.resume_point(plan, finished)
+    source = itertools.islice(video_io.read_frames(info), plan.starts[first], frames)
+    restored = itertools.islice(restore_frames(session, source, plan, size, options, first,
+                                               bits),
+                                drop, None)
   audio = info.path if info.has_audio and kind == "video" and options.audio else None
   if info.has_audio and kind == "frames":
     log("note: the input's audio is not written (a PNG folder holds no audio)")
   with video_io.VideoWriter(output_path, info.fps, crf=options.crf, audio_from=audio,
                             overwrite=options.overwrite, codec=options.codec,
                             pix_fmt=options.pix_fmt, png_bits=options.png_bits) as writer:
-    with background.BackgroundConsumer(writer.write) as encoder:  # encode while the device works
-      for frame in outputs:
-        encoder.put(frame)
+
+    def consume(item):
+      frame, is_new = item
+      writer.write(frame)
+      if is_new and work is not None:
+        work.add(frame)
+
+    with background.BackgroundConsumer(consume) as encoder:  # encode while the device works
+      for item in itertools.chain(((f, False) for f in (work.saved() if work else ())),
+                                  ((f, True) for f in restored)):
+        encoder.put(item)
         progress.update()
+  if work is not None:
+    work.remove()
   out_h, out_w = size if options.size_mode == "pad" else preprocess.model_size(size)
   audio_note = f", audio {writer.audio.codec}" if writer.audio is not None else ""
   log(f"wrote {output_path}: {writer.count} frames, {out_w}x{out_h}{audio_note}")

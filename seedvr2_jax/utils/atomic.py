@@ -19,6 +19,26 @@ def temporary_path(path: str) -> str:
   return f"{root}.partial-{os.getpid()}{ext}"
 
 
+def remove_stale_temporaries(path: str) -> list[str]:
+  """Deletes the temporaries of `path` left by processes that no longer run (a killed
+  writer); returns them."""
+  root, ext = os.path.splitext(path)
+  folder, prefix = os.path.dirname(root) or ".", os.path.basename(root) + ".partial-"
+  removed = []
+  for name in os.listdir(folder):
+    pid = name[len(prefix):len(name) - len(ext)] if name.endswith(ext) else ""
+    if not name.startswith(prefix) or not pid.isdigit():
+      continue
+    try:
+      os.kill(int(pid), 0)
+    except ProcessLookupError:
+      discard(os.path.join(folder, name))
+      removed.append(os.path.join(folder, name))
+    except PermissionError:  # alive, another user's
+      pass
+  return removed
+
+
 def commit(tmp: str, path: str) -> None:
   """Renames the finished `tmp` onto `path`; an existing directory there is removed first (a
   file is replaced by the rename itself)."""
