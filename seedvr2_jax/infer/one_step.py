@@ -142,29 +142,31 @@ class Restorer:
     raw = jnp.asarray(raw_bthwc)
     if self.mesh is not None:
       raw = jax.device_put(raw, self._raw_sharding())
-    return self.program(raw.shape)(self.dit_state, self.vae_state, raw, self.txt, keys)
+    return self.program(raw.shape, raw.dtype)(self.dit_state, self.vae_state, raw, self.txt,
+                                              keys)
 
   def _raw_sharding(self):
     return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("data"))
 
-  def _abstract_args(self, raw_shape):
+  def _abstract_args(self, raw_shape, raw_dtype):
     sharding = None if self.mesh is None else self._raw_sharding()
-    raw = jax.ShapeDtypeStruct(raw_shape, jnp.uint8, sharding=sharding)
+    raw = jax.ShapeDtypeStruct(raw_shape, raw_dtype, sharding=sharding)
     keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), raw_shape[0]))
     return self.dit_state, self.vae_state, raw, self.txt, keys
 
-  def lower(self, raw_shape):
+  def lower(self, raw_shape, raw_dtype=jnp.uint8):
     """The lowered program for raw clips of `raw_shape` (for memory estimates)."""
-    return self._run.lower(*self._abstract_args(raw_shape))
+    return self._run.lower(*self._abstract_args(raw_shape, raw_dtype))
 
-  def program(self, raw_shape):
-    """The compiled program for raw clips of `raw_shape`: compiled once per process, and with a
-    cache directory loaded from it (no tracing) when an earlier run compiled it."""
-    raw_shape = tuple(raw_shape)
-    if raw_shape not in self._programs:
+  def program(self, raw_shape, raw_dtype=jnp.uint8):
+    """The compiled program for raw clips of `raw_shape` and `raw_dtype`: compiled once per
+    process, and with a cache directory loaded from it (no tracing) when an earlier run
+    compiled it."""
+    signature = (tuple(raw_shape), jnp.dtype(raw_dtype))
+    if signature not in self._programs:
       if self.store is None:
-        self._programs[raw_shape] = self.lower(raw_shape).compile()
+        self._programs[signature] = self.lower(*signature).compile()
       else:
-        description = (self._description, executables.abstract(self._abstract_args(raw_shape)))
-        self._programs[raw_shape] = self.store.get(description, lambda: self.lower(raw_shape))
-    return self._programs[raw_shape]
+        description = (self._description, executables.abstract(self._abstract_args(*signature)))
+        self._programs[signature] = self.store.get(description, lambda: self.lower(*signature))
+    return self._programs[signature]
