@@ -70,7 +70,7 @@ def _restore(args) -> int:
       overwrite=args.overwrite, dry_run=args.dry_run, size_mode=args.size_mode,
       scene_cuts=args.scene_cuts, codec=args.codec, pix_fmt=args.pix_fmt,
       png_bits=args.png_bits, audio=not args.no_audio, cache_dir=args.cache_dir,
-      resume=args.resume)
+      resume=args.resume, offload=args.offload)
   many = args.output_dir is not None
   if many:
     jobs = batch.jobs_for(args.inputs, args.output_dir, args.output_ext)
@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "where the container cannot hold it)")
   p.add_argument("--resume", action="store_true",
                  help="continue an interrupted restore from the frames saved in OUTPUT.parts/")
+  p.add_argument("--offload", choices=restore_options.OFFLOAD_MODES, default=default.offload,
+                 help="stages: keep the weights of the stages not running (encode, DiT, "
+                      "decode) in host memory")
   _add_distributed(p, "one process per host; inputs dealt out")
   p.set_defaults(run=_restore)
 

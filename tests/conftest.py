@@ -44,3 +44,21 @@ def registry_wheel(tmp_path_factory):
     assert len(wheel) == 1, wheel
     return zipfile.ZipFile(os.path.join(folder, wheel[0]))
   return fetch
+
+
+@pytest.fixture(scope="session")
+def restore_models():
+  """(DiT, VAE, text embedding) for restore programs: a two-block DiT and the tiny VAE, random
+  float32 weights (cheap to compile)."""
+  from flax import nnx
+
+  from seedvr2_jax.models.dit import config as dit_config
+  from seedvr2_jax.models.dit.nadit import NaDiT
+  from seedvr2_jax.models.vae import config as vae_config
+  from seedvr2_jax.models.vae.autoencoder import VideoAutoencoder
+  dit_cfg = dit_config.official("3b", **{**dit_config.TINY["3b"], "num_layers": 2,
+                                         "mm_layers": 1})
+  dit = NaDiT(dit_cfg, nnx.Rngs(0))
+  vae = VideoAutoencoder(vae_config.VAEConfig(**vae_config.TINY), nnx.Rngs(1))
+  txt = np.random.default_rng(2).standard_normal((3, dit_cfg.txt_in_dim), np.float32)
+  return dit, vae, txt

@@ -1,5 +1,6 @@
-"""Compiled restore programs kept on disk: a second Restorer loads them without tracing and
-computes the same output; a program option is another program; an unreadable file is rebuilt."""
+"""Compiled restore programs kept on disk: a second Restorer loads every stage program without
+tracing and computes the same output; a program option is another program; an unreadable file
+is rebuilt."""
 
 import dataclasses
 import os
@@ -7,41 +8,16 @@ import os
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from seedvr2_jax.infer import one_step
 from seedvr2_jax.infer.options import RestoreOptions
-from seedvr2_jax.models.dit import config as dit_config
-from seedvr2_jax.models.dit.nadit import NaDiT
-from seedvr2_jax.models.vae import config as vae_config
-from seedvr2_jax.models.vae.autoencoder import VideoAutoencoder
 
 SIZE = (16, 32)
 
 
 @pytest.fixture(scope="module")
-def models():
-  """A two-block DiT and the tiny VAE (random weights): cheap to compile."""
-  dit_cfg = dit_config.official("3b", **{**dit_config.TINY["3b"], "num_layers": 2,
-                                         "mm_layers": 1})
-  dit = NaDiT(dit_cfg, nnx.Rngs(0))
-  vae = VideoAutoencoder(vae_config.VAEConfig(**vae_config.TINY), nnx.Rngs(1))
-  txt = np.random.default_rng(2).standard_normal((3, dit_cfg.txt_in_dim), np.float32)
-  return dit, vae, txt
-
-
-@pytest.fixture
-def traces(monkeypatch):
-  """Counts traces of the restore program (each one calls `restore_clip` once)."""
-  count = [0]
-  original = one_step.restore_clip
-
-  def counted(*args, **kwargs):
-    count[0] += 1
-    return original(*args, **kwargs)
-
-  monkeypatch.setattr(one_step, "restore_clip", counted)
-  return count
+def models(restore_models):
+  return restore_models
 
 
 def _restore(models, options):
@@ -51,24 +27,32 @@ def _restore(models, options):
   return restorer, np.asarray(restorer(raw, keys))
 
 
-def test_programs_are_loaded_untraced_keyed_by_what_they_depend_on(models, traces, tmp_path):
+# Stage programs of a 5-frame clip: encode, dit, decode of the first latent frame and of the next.
+PROGRAMS = 4
+
+
+def test_programs_are_loaded_untraced_keyed_by_what_they_depend_on(models, tmp_path):
   options = RestoreOptions(cache_dir=str(tmp_path), resolution=SIZE)
   first, out_first = _restore(models, options)
-  assert (first.store.compiled, first.store.loaded, traces[0]) == (1, 0, 1)
-  (path,) = (tmp_path / "executables").iterdir()
-  # Host-only options (seed, crf, overwrite) do not change the program: loaded, not traced.
+  assert (first.store.compiled, first.store.loaded) == (PROGRAMS, 0)
+  assert first.traces == {"encode": 1, "dit": 1, "decode": 2}
+  paths = sorted((tmp_path / "executables").iterdir())
+  assert len(paths) == PROGRAMS
+  # Host-only options (seed, crf, overwrite) do not change the programs: loaded, not traced.
   second, out_second = _restore(models, dataclasses.replace(options, seed=3, crf=30,
                                                              overwrite=True))
-  assert (second.store.compiled, second.store.loaded, traces[0]) == (0, 1, 1)
+  assert (second.store.compiled, second.store.loaded) == (0, PROGRAMS)
+  assert second.traces == {"encode": 0, "dit": 0, "decode": 0}
   np.testing.assert_array_equal(out_second, out_first)
-  # A program option is another program.
+  # A program option is another program for every stage.
   other, _ = _restore(models, dataclasses.replace(options, colorfix="adain"))
-  assert (other.store.compiled, other.store.loaded, traces[0]) == (1, 0, 2)
-  assert len(os.listdir(tmp_path / "executables")) == 2
-  # An unreadable file is compiled again and replaced.
-  path.write_bytes(path.read_bytes()[:100])
+  assert (other.store.compiled, other.store.loaded) == (PROGRAMS, 0)
+  assert len(os.listdir(tmp_path / "executables")) == 2 * PROGRAMS
+  # An unreadable file is compiled again and replaced; the other stages still load.
+  paths[0].write_bytes(paths[0].read_bytes()[:100])
   with pytest.warns(UserWarning, match="cannot load it"):
     again, out_again = _restore(models, options)
-  assert (again.store.compiled, again.store.loaded, traces[0]) == (1, 0, 3)
+  assert (again.store.compiled, again.store.loaded) == (1, PROGRAMS - 1)
+  assert sum(again.traces.values()) == 1
   np.testing.assert_array_equal(out_again, out_first)
-  assert path.stat().st_size > 100
+  assert paths[0].stat().st_size > 100

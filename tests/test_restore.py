@@ -68,7 +68,7 @@ def _frames(n, h=8, w=8, seed=0):
 
 def test_clips_of_a_temporally_local_model_equal_one_clip():
   frames = _frames(37)
-  local = lambda indices, batch: [255 - c for c in batch]  # per-frame: no temporal mixing
+  local = lambda indices, batch: [255 - np.stack(batch)]  # per-frame: no temporal mixing
   one = list(clips.stream_clips(frames, clips.plan_clips(37, None, 0), local))
   for clip_frames, overlap, batch in ((9, 4, 1), (13, 3, 2), (5, 2, 3)):
     many = list(clips.stream_clips(frames, clips.plan_clips(37, clip_frames, overlap), local,
@@ -80,7 +80,7 @@ def test_clip_cross_fade_has_no_seam():
   frames = [np.full((2, 2, 3), 100, np.uint8)] * 40
   plan = clips.plan_clips(40, 12, 6)
   # Each clip returns its input plus an offset of 20 * clip index: a hard cut would jump by 20.
-  shifted = lambda indices, batch: [c + 20 * i for i, c in zip(indices, batch)]
+  shifted = lambda indices, batch: [np.stack([c + 20 * i for i, c in zip(indices, batch)])]
   out = np.stack(list(clips.stream_clips(frames, plan, shifted)))[:, 0, 0, 0].astype(int)
   assert out[0] == 100 and out[-1] == 100 + 20 * (plan.count - 1)
   steps = np.diff(out)
@@ -93,13 +93,36 @@ def test_next_batch_is_dispatched_before_results_are_read():
 
   def run(indices, batch):
     events.append(("run", indices[0]))
-    return [c for c in batch]
+    return [np.stack(batch)]
 
   plan = clips.plan_clips(30, 10, 2)
   for i, _ in enumerate(clips.stream_clips(_frames(30), plan, run)):
     events.append(("frame", i))
   runs = [events.index(("run", k)) for k in range(plan.count)]
   assert runs[1] < events.index(("frame", 0)) and runs[-1] < events.index(("frame", 20))
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_frames_stream_out_chunk_by_chunk(batch):
+  """A clip's frames are yielded as its chunks arrive (each read after the next is asked for),
+  cross-faded frames once every clip covering them delivered them; equal to whole clips."""
+  frames, plan = _frames(23), clips.plan_clips(23, 9, 3)
+  events = []
+
+  def run(indices, clip_batch):  # one frame per chunk, the frame's input negated
+    for j in range(plan.length):
+      events.append(("chunk", indices[0], j))
+      yield np.stack([255 - c[j:j + 1] for c in clip_batch])
+
+  out = []
+  for f, frame in enumerate(clips.stream_clips(frames, plan, run, batch)):
+    events.append(("frame", f))
+    out.append(frame)
+  np.testing.assert_array_equal(np.stack(out), 255 - np.stack(frames))
+  # Frame 0 is read after chunk 1 of clip 0 was asked for, long before the clip's last chunk.
+  assert events[:3] == [("chunk", 0, 0), ("chunk", 0, 1), ("frame", 0)]
+  # Frames overlapped by the next batch's first clip wait for its chunks.
+  assert events.index(("frame", plan.starts[batch])) > events.index(("chunk", batch, 0))
 
 
 def test_background_consumer_keeps_order_and_raises_errors():

@@ -47,8 +47,8 @@ class Restorer:
 
   @property
   def traces(self) -> int:
-    """How often a restore program was traced (once per clip shape and dtype)."""
-    return sum(r.traces for r in self.session.restorers.values())
+    """How often a restore stage program was traced (once per stage, clip shape and dtype)."""
+    return sum(sum(r.traces.values()) for r in self.session.restorers.values())
 
   def with_options(self, **overrides) -> RestoreOptions:
     """This restorer's options with `overrides`; a size option replaces the default size."""

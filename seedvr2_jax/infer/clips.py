@@ -5,13 +5,15 @@ by more if needed), so one compiled program serves them all. In an overlap, outp
 with linear weights that sum to one, so there is no seam at clip boundaries. Scene cuts split
 the video into shots that clips never straddle: cross-fades stay inside a shot, and a shot
 shorter than the clip length runs as one clip padded with its last frame. Frames are read
-and emitted as a stream: the host holds at most two batches of clips (the one being blended and
-the next one, already dispatched).
+and emitted as a stream: a clip's output arrives in chunks of frames, and each frame is emitted
+as soon as every clip covering it has delivered it; the host holds the input frames of at most
+two batches of clips.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -66,14 +68,17 @@ def plan_clips(frames: int, clip_frames: int | None, overlap: int,
 
 
 def stream_clips(frames: Iterable[np.ndarray], plan: ClipPlan,
-                 run: Callable[[list[int], list[np.ndarray]], list[np.ndarray]],
+                 run: Callable[[list[int], list[np.ndarray]], Iterable[np.ndarray]],
                  batch: int = 1, first_clip: int = 0) -> Iterator[np.ndarray]:
   """Yields output frames in order, from frame `plan.starts[first_clip]` on.
 
   `run(clip_indices, clips)` restores up to `batch` clips at once; each clip is a
-  (length, H, W, C) array of input frames and each result a (length, H', W', C) uint8 or uint16
-  array, frames yielded in that dtype (a jax.Array is fine: results are only read after the next batch has been dispatched, so
-  reading input and writing output overlap the device's work on the next batch).
+  (length, H, W, C) array of input frames. It returns the clips' outputs as an iterable of
+  chunks in frame order, each a (>= len(clip_indices), n, H', W', C) uint8 or uint16 array
+  holding the clips' next n output frames (rows past the clips are ignored); frames are yielded
+  in that dtype. A chunk (a jax.Array is fine) is read only after the next one has been asked
+  for, so reading input, blending and writing output overlap the device's work on the next chunk
+  or the next batch of clips.
   `frames` starts at frame `plan.starts[first_clip]` (a resumed run); the first frames yielded
   lack the cross-fade of earlier clips up to `plan.starts[first_clip - 1] + plan.length`.
   """
@@ -83,7 +88,7 @@ def stream_clips(frames: Iterable[np.ndarray], plan: ClipPlan,
   acc: dict[int, np.ndarray] = {}  # frame index -> blended output so far
   read = emitted = plan.starts[first_clip]
 
-  def dispatch(indices: list[int]):
+  def restore(indices: list[int]) -> Iterator[tuple[list[int], np.ndarray]]:
     nonlocal read
     end = plan.stops[indices[-1]]
     while read < end:
@@ -92,21 +97,30 @@ def stream_clips(frames: Iterable[np.ndarray], plan: ClipPlan,
     clip_inputs = [np.stack([inputs[min(f, plan.stops[i] - 1)]
                              for f in range(plan.starts[i], plan.starts[i] + plan.length)])
                    for i in indices]
-    return indices, run(indices, clip_inputs)
+    for chunk in run(indices, clip_inputs):
+      yield indices, chunk
 
   batches = [list(range(first, min(first + batch, plan.count)))
              for first in range(first_clip, plan.count, batch)]
-  pending = dispatch(batches[0])
-  for following in batches[1:] + [None]:
-    indices, outputs = pending
-    pending = dispatch(following) if following else None
-    for i, out in zip(indices, outputs):
-      out = np.asarray(out)
-      dtype = out.dtype
-      for j, frame in enumerate(out[:plan.stops[i] - plan.starts[i]].astype(np.float32)):
+  chunks = itertools.chain.from_iterable(map(restore, batches))
+  pending, offset = next(chunks), 0  # offset: frames of the pending batch's clips blended
+  while pending is not None:
+    indices, chunk = pending
+    pending = next(chunks, None)  # dispatched before this chunk is read
+    chunk = np.asarray(chunk)
+    dtype = chunk.dtype
+    for i, out in zip(indices, chunk):
+      for j, frame in enumerate(out[:plan.stops[i] - plan.starts[i] - offset], offset):
         f = plan.starts[i] + j
-        acc[f] = acc.get(f, 0.0) + weights[i, j] * frame
-    done = plan.starts[indices[-1] + 1] if indices[-1] + 1 < plan.count else plan.frames
+        acc[f] = acc.get(f, 0.0) + weights[i, j] * frame.astype(np.float32)
+    offset = 0 if pending is None or pending[0] != indices else offset + chunk.shape[1]
+    # Final: frames before the first clip still to deliver anything (unfinished clips of this
+    # batch, from `offset`; the next batch, from its start).
+    waiting = [plan.starts[i] + offset for i in indices if offset and offset < plan.stops[i]
+               - plan.starts[i]]
+    if indices[-1] + 1 < plan.count:
+      waiting.append(plan.starts[indices[-1] + 1])
+    done = min(waiting, default=plan.frames)
     for f in range(emitted, done):
       yield np.clip(np.round(acc.pop(f)), 0, np.iinfo(dtype).max).astype(dtype)
       inputs.pop(f, None)  # frames before the next clip's start are not needed again

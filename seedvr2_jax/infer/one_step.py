@@ -5,22 +5,31 @@
   -> condition [lq latent | ones] -> DiT(noise | condition, text, t = 1000) = v
   -> x0 = noise - v -> VAE decode (x0 / 0.9152) -> trim -> colour fix against lq -> uint8.
 
-Every function here is pure and traceable; `Restorer` jits `restore_clip` once per clip shape.
-The VAE chunks and tiles and the colour fix come from `options.RestoreOptions`.
+Every function here is pure and traceable; `restore_clip` is the whole restoration in one
+function. `Restorer` runs it as separate compiled stage programs (encode, DiT, decode chunk by
+chunk from the host), each stage's weights placed by `options.offload` (`weights.py`). The VAE
+chunks and tiles and the colour fix come from `options.RestoreOptions`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from collections.abc import Iterator
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from seedvr2_jax.diffusion import condition, schedule
 from seedvr2_jax.infer import colorfix, executables, preprocess
 from seedvr2_jax.infer.options import RestoreOptions
+from seedvr2_jax.infer.weights import StageWeights, nbytes
 from seedvr2_jax.models.dit.nadit import NaDiT
 from seedvr2_jax.models.vae import codec
 from seedvr2_jax.models.vae.autoencoder import VideoAutoencoder
+from seedvr2_jax.models.vae.layers import CausalState
 from seedvr2_jax.parallel import mesh as mesh_lib
 
 
@@ -51,6 +60,40 @@ def decode_x0(vae: VideoAutoencoder, x0, options: RestoreOptions):
                       **_tiles(options)).astype(jnp.float32)
 
 
+def decode_chunk(vae: VideoAutoencoder, x0, caches, options: RestoreOptions):
+  """A chunk of DiT-scaled latents and the causal caches of the chunk before it (None: the first
+  chunk) -> (pixels (B, T, H, W, 3) float32, the caches of the next chunk). With tiling the
+  chunk is the whole clip, decoded by `decode_x0` (its own chunks inside)."""
+  if options.tile is not None:
+    return decode_x0(vae, x0, options), {}
+  state = CausalState(caches)
+  z = (x0 - vae.cfg.shifting_factor) / vae.cfg.scaling_factor
+  return vae.decode_chunk(z, state).astype(jnp.float32), state.next
+
+
+def finish(decoded_bthwc, lq_bthwc, options: RestoreOptions, bits: int = 8):
+  """Decoded frames -> colour fixed against the matching LQ frames -> uint8 (uint16 for `bits`
+  > 8); `decoded` may hold more frames (padding) than `lq`."""
+  decoded = decoded_bthwc[:, :lq_bthwc.shape[1]]
+  fixed = jax.vmap(lambda r, l: colorfix.color_fix(r, l, options.colorfix))(decoded, lq_bthwc)
+  return to_pixels(fixed, bits)
+
+
+def decode_ranges(latent_frames: int, chunk: int | None) -> tuple[tuple[int, int], ...]:
+  """Latent frame ranges [a, b) decoded one chunk at a time, as `codec.decode` chunks them: the
+  first frame alone, then `chunk` frames at a time (None: all at once)."""
+  if chunk is None or latent_frames <= 1:
+    return ((0, latent_frames),)
+  bounds = [0, *range(1, latent_frames, chunk), latent_frames]
+  return tuple(zip(bounds[:-1], bounds[1:]))
+
+
+def first_pixel(latent: int, temporal_factor: int) -> int:
+  """The first decoded frame of latent frame `latent`: the first latent decodes to one frame,
+  each later one to `temporal_factor` frames."""
+  return 0 if latent == 0 else 1 + temporal_factor * (latent - 1)
+
+
 def to_uint8(frames):
   """[-1, 1] -> uint8 with the official rounding (half to even)."""
   return to_pixels(frames, 8)
@@ -76,97 +119,212 @@ def restore_clip(dit: NaDiT, vae: VideoAutoencoder, lq_bthwc, txt_blc, eps, nois
                  options: RestoreOptions, bits: int = 8):
   """Unpadded pre-processed clip (B, T, H, W, 3) in [-1, 1] -> restored (B, T, H, W, 3) uint8
   (uint16 for `bits` > 8)."""
-  frames = lq_bthwc.shape[1]
   padded = jax.vmap(lambda v: preprocess.pad_frames(v, vae.cfg.temporal_factor))(lq_bthwc)
   lq_latent = encode_lq(vae, padded, eps, options)
   x0 = predict_x0(dit, noise, lq_latent, txt_blc)
-  decoded = decode_x0(vae, x0, options)[:, :frames]
-  fixed = jax.vmap(lambda r, l: colorfix.color_fix(r, l, options.colorfix))(decoded, lq_bthwc)
-  return to_pixels(fixed, bits)
+  return finish(decode_x0(vae, x0, options), lq_bthwc, options, bits)
+
+
+def clip_noise(keys, shape):
+  """Per-clip keys (B,) -> (posterior noise, initial noise), each (B, *shape) float32: clip b's
+  from keys[b] alone."""
+  return jax.vmap(lambda key: tuple(
+      jax.random.normal(k, shape, jnp.float32) for k in jax.random.split(key)))(keys)
+
+
+STAGES = ("encode", "dit", "decode")
+
+
+def _vae_part(path, _) -> bool:
+  """True for the variables of the VAE's encode side (encoder and quant conv)."""
+  return path[0] in ("encoder", "quant_conv")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageMemory:
+  """XLA's memory estimate of one stage program (bytes). `weights`: weights on the device while
+  it runs (its own `stage_weights`, counted in `arguments` too, and with offload "none" the
+  other stages'); `total` is the device memory it needs."""
+
+  stage: str
+  arguments: int
+  outputs: int
+  temporaries: int
+  stage_weights: int
+  weights: int
+
+  @property
+  def total(self) -> int:
+    return (self.arguments + self.outputs + self.temporaries + self.weights
+            - self.stage_weights)
+
+
+@dataclasses.dataclass(frozen=True)
+class StagePrograms:
+  """The compiled programs of one raw clip shape: decode as (latent range, program) per chunk."""
+
+  encode: jax.stages.Compiled
+  dit: jax.stages.Compiled
+  decode: tuple[tuple[tuple[int, int], jax.stages.Compiled], ...]
 
 
 class Restorer:
-  """Jitted restoration of batches of raw clips (one compilation per clip shape).
+  """Restoration of batches of raw clips as separate compiled stage programs (compiled once per
+  clip shape), the output streamed chunk by chunk.
 
-  raw clips (B, T, H, W, 3) uint8 (or float32 in [0, 255]) -> pre-process to `size` (official
-  resize, then /16 crop or reflect padding by `options.size_mode`) -> `restore_clip` ->
-  (B, T, h, w, 3) uint8 (uint16 for `bits` > 8; padding cropped off, so (h, w) = `size` when
-  padded). Each clip draws its posterior and initial noise from its own key, so results do not
-  depend on how clips are batched or placed on devices.
+  raw clips (B, T, H, W, 3) uint8 (or float32 in [0, 255]) -> `encode`: pre-process to `size`
+  (official resize, then /16 crop or reflect padding by `options.size_mode`), VAE encode ->
+  `dit`: x0 latent -> `decode`, one program call per latent chunk (`decode_ranges`; with tiling
+  the whole clip) carrying the VAE's causal caches: colour fix, to pixels, padding cropped off ->
+  (B, n, h, w, 3) uint8 frames (uint16 for `bits` > 8; (h, w) = `size` when padded). The math is
+  `restore_clip`'s. Each clip draws its posterior and initial noise from its own key, so results
+  do not depend on how clips are batched or placed on devices.
   With a mesh, the batch is split over its "data" axis and frame width over "sequence".
-  With `options.cache_dir`, each compiled program is kept there and later loaded untraced.
+  With `options.cache_dir`, each compiled stage program is kept there and later loaded untraced.
   """
 
   def __init__(self, dit: NaDiT, vae: VideoAutoencoder, txt_lc, options: RestoreOptions,
                size: tuple[int, int], mesh: jax.sharding.Mesh | None = None, bits: int = 8):
-    self.options = options
+    self.options, self.mesh = options, mesh
     self.store = executables.ExecutableStore(
         f"{options.cache_dir}/executables") if options.cache_dir else None
-    self._programs = {}  # raw clip shape -> compiled program
+    self._programs = {}  # (raw shape, dtype) -> StagePrograms
+    self._compiled = {}  # (stage, abstract data arguments) -> compiled program
     self._description = (repr(dit.cfg), repr(vae.cfg), options.program_fields(), size, bits,
                          None if mesh is None else (dict(mesh.shape), mesh.device_ids.tolist()))
-    dit_graph, self.dit_state = nnx.split(dit)
-    vae_graph, self.vae_state = nnx.split(vae)
-    self.txt = jnp.asarray(txt_lc)[None]
-    self.mesh = mesh
-    self.traces = 0  # times `run` was traced: once per input shape and dtype
-    if mesh is not None:  # weights on every device (a loaded checkpoint sits on device 0)
-      replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-      self.dit_state, self.vae_state, self.txt = jax.device_put(
-          (self.dit_state, self.vae_state, self.txt), replicated)
-    spec = jax.sharding.PartitionSpec("data", None, None, "sequence", None)
+    dit_graph, dit_state = nnx.split(dit)
+    vae_graph, encode_state, decode_state = nnx.split(vae, _vae_part, ...)
+    self.weights = StageWeights(dict(encode=encode_state, dit=(dit_state, txt_lc),
+                                     decode=decode_state), options.offload, mesh)
+    self.traces = {stage: 0 for stage in STAGES}  # traces of each stage's programs
+    unused = jax.eval_shape(lambda: (encode_state, decode_state))  # the other stage's VAE half
+    self._temporal_factor = vae.cfg.temporal_factor
 
     def constrain(x):
-      return x if mesh is None else jax.lax.with_sharding_constraint(
-          x, jax.sharding.NamedSharding(mesh, spec))
+      """Clips over "data" and, where it divides, frame width over "sequence"."""
+      if mesh is None:
+        return x
+      width = "sequence" if x.shape[3] % mesh.shape["sequence"] == 0 else None
+      return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(
+          mesh, jax.sharding.PartitionSpec("data", None, None, width, None)))
 
-    def run(dit_state, vae_state, raw, txt, keys):
-      self.traces += 1
-      vae_ = nnx.merge(vae_graph, vae_state)
+    def encode(encode_state, raw, keys):
+      self.traces["encode"] += 1
+      vae_ = nnx.merge(vae_graph, encode_state, unused[1])
       lq = constrain(jax.vmap(lambda clip: preprocess.preprocess(
           clip / 255.0, size, options.size_mode))(raw))
-      shape = latent_shape(vae_, lq.shape)[1:]
-      eps, noise = jax.vmap(lambda key: tuple(
-          jax.random.normal(k, shape, jnp.float32) for k in jax.random.split(key)))(keys)
-      txt_b = jnp.broadcast_to(txt, (lq.shape[0], *txt.shape[1:]))
-      out = restore_clip(nnx.merge(dit_graph, dit_state), vae_, lq, txt_b, constrain(eps),
-                         constrain(noise), options, bits)
-      if options.size_mode == "crop":
-        return out
-      top, left, _, _ = preprocess.pad_box(*size)
-      return out[:, :, top:top + size[0], left:left + size[1]]
+      eps, _ = clip_noise(keys, latent_shape(vae_, lq.shape)[1:])
+      padded = jax.vmap(lambda v: preprocess.pad_frames(v, vae_.cfg.temporal_factor))(lq)
+      return lq, constrain(encode_lq(vae_, padded, constrain(eps), options))
 
-    self._run = jax.jit(mesh_lib.traced_with_mesh(run, mesh))
+    def predict(dit_weights, lq_latent, keys):
+      self.traces["dit"] += 1
+      dit_state, txt = dit_weights
+      _, noise = clip_noise(keys, lq_latent.shape[1:])
+      txt_b = jnp.broadcast_to(txt, (lq_latent.shape[0], *txt.shape))
+      return constrain(predict_x0(nnx.merge(dit_graph, dit_state), constrain(noise), lq_latent,
+                                  txt_b))
+
+    def decode(decode_state, x0, lq, caches, latent, pixel, *, latents, frames):
+      self.traces["decode"] += 1
+      vae_ = nnx.merge(vae_graph, unused[0], decode_state)
+      x0_chunk = jax.lax.dynamic_slice_in_dim(x0, latent, latents, axis=1)
+      lq_chunk = jax.lax.dynamic_slice_in_dim(lq, pixel, frames, axis=1)
+      decoded, caches = decode_chunk(vae_, x0_chunk, caches, options)
+      out = finish(decoded, lq_chunk, options, bits)
+      if options.size_mode == "pad":
+        top, left, _, _ = preprocess.pad_box(*size)
+        out = out[:, :, top:top + size[0], left:left + size[1]]
+      return out, jax.tree.map(constrain, caches)
+
+    self._stage_fns = dict(encode=encode, dit=predict, decode=decode)
 
   def __call__(self, raw_bthwc, keys) -> jax.Array:
+    """All restored frames (B, T, h, w, 3) of a batch of raw clips."""
+    return jnp.concatenate(list(self.stream(raw_bthwc, keys)), axis=1)
+
+  def stream(self, raw_bthwc, keys) -> Iterator[jax.Array]:
+    """Restored frames of a batch of raw clips (B, T, H, W, 3), in order, as (B, n, h, w, 3)
+    chunks: each yielded as soon as its decode is dispatched, its copy to the host started."""
     raw = jnp.asarray(raw_bthwc)
     if self.mesh is not None:
       raw = jax.device_put(raw, self._raw_sharding())
-    return self.program(raw.shape, raw.dtype)(self.dit_state, self.vae_state, raw, self.txt,
-                                              keys)
+    programs = self.programs(raw.shape, raw.dtype)
+    lq, lq_latent = programs.encode(self.weights.on_device("encode"), raw, keys)
+    x0 = programs.dit(self.weights.on_device("dit"), lq_latent, keys)
+    decode_weights, caches = self.weights.on_device("decode"), None
+    for (first, _), program in programs.decode:
+      frames, caches = program(decode_weights, x0, lq, caches, np.int32(first),
+                               np.int32(first_pixel(first, self._temporal_factor)))
+      frames.copy_to_host_async()
+      yield frames
 
   def _raw_sharding(self):
     return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("data"))
 
-  def _abstract_args(self, raw_shape, raw_dtype):
+  def _compile(self, stage: str, fn, weights, *args) -> jax.stages.Compiled:
+    """`fn` compiled for abstract `args` after `stage`'s weights: once per process, and with a
+    cache directory loaded from it (no tracing) when an earlier run compiled it."""
+    signature = (stage, repr(executables.abstract(args)))
+    if signature not in self._compiled:
+      lower = lambda: jax.jit(mesh_lib.traced_with_mesh(fn, self.mesh)).lower(weights, *args)
+      if self.store is None:
+        self._compiled[signature] = lower().compile()
+      else:
+        description = (self._description, stage, executables.abstract((weights, *args)))
+        self._compiled[signature] = self.store.get(description, lower)
+    return self._compiled[signature]
+
+  def programs(self, raw_shape, raw_dtype=jnp.uint8) -> StagePrograms:
+    """The compiled stage programs for raw clips of `raw_shape` and `raw_dtype`; each stage's
+    arguments are the abstract outputs of the stages before it."""
+    signature = (tuple(raw_shape), jnp.dtype(raw_dtype))
+    if signature in self._programs:
+      return self._programs[signature]
     sharding = None if self.mesh is None else self._raw_sharding()
     raw = jax.ShapeDtypeStruct(raw_shape, raw_dtype, sharding=sharding)
     keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), raw_shape[0]))
-    return self.dit_state, self.vae_state, raw, self.txt, keys
-
-  def lower(self, raw_shape, raw_dtype=jnp.uint8):
-    """The lowered program for raw clips of `raw_shape` (for memory estimates)."""
-    return self._run.lower(*self._abstract_args(raw_shape, raw_dtype))
-
-  def program(self, raw_shape, raw_dtype=jnp.uint8):
-    """The compiled program for raw clips of `raw_shape` and `raw_dtype`: compiled once per
-    process, and with a cache directory loaded from it (no tracing) when an earlier run
-    compiled it."""
-    signature = (tuple(raw_shape), jnp.dtype(raw_dtype))
-    if signature not in self._programs:
-      if self.store is None:
-        self._programs[signature] = self.lower(*signature).compile()
-      else:
-        description = (self._description, executables.abstract(self._abstract_args(*signature)))
-        self._programs[signature] = self.store.get(description, lambda: self.lower(*signature))
+    fns, weights, tf = self._stage_fns, self.weights.abstract, self._temporal_factor
+    encode = self._compile("encode", fns["encode"], weights("encode"), raw, keys)
+    lq, lq_latent = encode.out_info
+    dit = self._compile("dit", fns["dit"], weights("dit"), lq_latent, keys)
+    x0 = dit.out_info
+    ranges = ((0, x0.shape[1]),) if self.options.tile is not None else decode_ranges(
+        x0.shape[1], self.options.decode_chunk)
+    scalar = jax.ShapeDtypeStruct((), jnp.int32)
+    decode, caches = [], None
+    for first, last in ranges:
+      frames = min(first_pixel(last, tf), raw_shape[1]) - first_pixel(first, tf)
+      fn = functools.partial(fns["decode"], latents=last - first, frames=frames)
+      program = self._compile(f"decode {last - first}:{frames}", fn, weights("decode"), x0, lq,
+                              caches, scalar, scalar)
+      decode.append(((first, last), program))
+      caches = program.out_info[1]
+    self._programs[signature] = StagePrograms(encode, dit, tuple(decode))
     return self._programs[signature]
+
+  def memory(self, raw_shape, raw_dtype=jnp.uint8) -> list[StageMemory]:
+    """XLA's memory estimate of each stage for raw clips of `raw_shape` (compiles, runs
+    nothing): encode, dit, and the decode chunk program that needs the most; [] where the
+    backend gives no estimate."""
+    programs = self.programs(raw_shape, raw_dtype)
+    estimates = {}
+    for stage, program in (("encode", programs.encode), ("dit", programs.dit),
+                           *(("decode", p) for _, p in programs.decode)):
+      mem = program.memory_analysis()
+      if mem is None:
+        return []
+      estimate = StageMemory(stage, mem.argument_size_in_bytes, mem.output_size_in_bytes,
+                             mem.temp_size_in_bytes, nbytes(self.weights.abstract(stage)),
+                             self.weights.resident_bytes(stage))
+      if stage not in estimates or estimate.total > estimates[stage].total:
+        estimates[stage] = estimate
+    return [estimates[stage] for stage in STAGES]
+
+
+def stage_memory(dit: NaDiT, vae: VideoAutoencoder, txt_lc, options: RestoreOptions,
+                 size: tuple[int, int], raw_shape, raw_dtype=jnp.uint8,
+                 mesh: jax.sharding.Mesh | None = None, bits: int = 8) -> list[StageMemory]:
+  """Per-stage memory estimates (`Restorer.memory`) of restoring raw clips of `raw_shape`
+  (B, T, H, W, 3) to `size` with `options`; the models may be abstract (`nnx.eval_shape`)."""
+  return Restorer(dit, vae, txt_lc, options, size, mesh, bits).memory(raw_shape, raw_dtype)

@@ -19,6 +19,10 @@ SIZE_MODES = ("pad", "crop")
 SCENE_CUTS = ("none", "auto")
 # The output area when no size option is given (the official 720p setting).
 DEFAULT_RESOLUTION = (720, 1280)
+# Where the weights of the stages (encode, DiT, decode) live: "none" keeps all on the device;
+# "stages" keeps each stage's weights in pinned host memory and moves them in for that stage only
+# (`infer/weights.py`).
+OFFLOAD_MODES = ("none", "stages")
 # Compiled programs (`executables/`) and XLA's compilation cache (`xla/`).
 DEFAULT_CACHE_DIR = os.environ.get("SEEDVR2_JAX_CACHE", "~/.cache/seedvr2-jax")
 # Fields that do not change the compiled program (the rest are part of its key).
@@ -48,6 +52,8 @@ class RestoreOptions:
   cache_dir: compiled programs are kept under `cache_dir/executables` and loaded by later runs
     without tracing ("": none kept).
   size_mode: one of SIZE_MODES; scene_cuts: one of SCENE_CUTS.
+  offload: one of OFFLOAD_MODES: "none" keeps every weight on the device; "stages" keeps the
+    weights of the stages not running (encode, DiT, decode) in pinned host memory.
   codec, pix_fmt: a video output's codec and pixel format (None: the container's defaults,
     `data/video_formats.py`); png_bits: 8 or 16 for PNG outputs; audio: carry the input's
     audio into a video output (False: drop it).
@@ -81,6 +87,7 @@ class RestoreOptions:
   png_bits: int = 8
   audio: bool = True
   resume: bool = False
+  offload: str = "none"
 
   def __post_init__(self):
     sizes = sum(v is not None for v in (self.resolution, self.short_side, self.scale))
@@ -92,7 +99,8 @@ class RestoreOptions:
       raise ConfigError(f"unknown colour fix {self.colorfix!r}; expected one of "
                         f"{COLORFIX_MODES}")
     for name, value, choices in (("size mode", self.size_mode, SIZE_MODES),
-                                 ("scene cut mode", self.scene_cuts, SCENE_CUTS)):
+                                 ("scene cut mode", self.scene_cuts, SCENE_CUTS),
+                                 ("offload mode", self.offload, OFFLOAD_MODES)):
       if value not in choices:
         raise ConfigError(f"unknown {name} {value!r}; expected one of {choices}")
     if self.dtype not in DTYPES:

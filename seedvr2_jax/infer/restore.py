@@ -145,13 +145,11 @@ def describe_plan(output_path: str, info: video_io.MediaInfo, frames: int, size,
     p = window_plan.window_plan(grid, *key)
     lines.append(f"windows {key[1]}: {p.num_windows} (tokens per window {p.lengths.min()}-"
                  f"{p.lengths.max()})")
-  compiled = restorer.lower((batch, plan.length, info.height, info.width, 3)).compile()
-  mem = compiled.memory_analysis()
-  if mem is not None:
-    total = (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
-    lines.append(f"estimated device memory per step: {total / 1e9:.2f} GB (weights and inputs "
-                 f"{mem.argument_size_in_bytes / 1e9:.2f} GB, temporaries "
-                 f"{mem.temp_size_in_bytes / 1e9:.2f} GB)")
+  for mem in restorer.memory((batch, plan.length, info.height, info.width, 3)):
+    lines.append(f"estimated device memory, {mem.stage}: {mem.total / 1e9:.2f} GB (arguments "
+                 f"{mem.arguments / 1e9:.2f} GB, outputs {mem.outputs / 1e9:.2f} GB, "
+                 f"temporaries {mem.temporaries / 1e9:.2f} GB, weights on the device "
+                 f"{mem.weights / 1e9:.2f} GB)")
   return lines
 
 
@@ -195,7 +193,8 @@ def restore_frames(session: Session, frames: Iterable[np.ndarray], plan: clips.C
                    size: tuple[int, int], options: RestoreOptions,
                    first_clip: int = 0, bits: int = 8) -> Iterator[np.ndarray]:
   """Input frames (H, W, 3) (uint8, or float32 in [0, 255]) from `plan.starts[first_clip]` ->
-  restored (h, w, 3) frames (uint8, or uint16 for `bits` > 8), streamed (`clips.stream_clips`)."""
+  restored (h, w, 3) frames (uint8, or uint16 for `bits` > 8), streamed (`clips.stream_clips`):
+  a frame no later clip overlaps is yielded as soon as its decode chunk is done."""
   restorer, batch = session.restorer(size, options, bits), session.batch
   key = jax.random.key(options.seed)
 
@@ -203,7 +202,7 @@ def restore_frames(session: Session, frames: Iterable[np.ndarray], plan: clips.C
     n = len(indices)
     stacked = np.stack(clip_frames + [clip_frames[-1]] * (batch - n))
     keys = jnp.stack([jax.random.fold_in(key, i) for i in indices + [indices[-1]] * (batch - n)])
-    return list(restorer(stacked, keys)[:n])  # still on device: read after the next dispatch
+    return restorer.stream(stacked, keys)  # chunks of frames as they are decoded
 
   return clips.stream_clips(frames, plan, restore_batch, batch, first_clip)
 
