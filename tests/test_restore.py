@@ -267,14 +267,15 @@ def test_restore_flags_map_to_their_options(monkeypatch):
            "40", "--encode-chunk", "12", "--decode-chunk", "2", "--tile", "256x384",
            "--tile-overlap", "32", "--sequence-parallel", "4", "--crf", "23", "--overwrite",
            "--dry-run", "--size-mode", "crop", "--scene-cuts", "auto", "--codec", "hevc",
-           "--pix-fmt", "yuv420p10le", "--png-bits", "16", "--no-audio", "--resume"]
+           "--pix-fmt", "yuv420p10le", "--png-bits", "16", "--no-audio", "--resume",
+           "--offload", "stages"]
   assert cli.main(["restore", "in.mp4", "out.mp4", *flags]) == 0
   assert seen.pop()[2] == RestoreOptions(
       checkpoint="ckpt", short_side=96, colorfix="adain", seed=3, dtype="bfloat16",
       clip_frames=13, clip_overlap=5, max_frames=40, encode_chunk=12, decode_chunk=2,
       tile=(256, 384), tile_overlap=32, sequence_parallel=4, crf=23, overwrite=True,
       dry_run=True, size_mode="crop", scene_cuts="auto", codec="hevc", pix_fmt="yuv420p10le",
-      png_bits=16, audio=False, resume=True)
+      png_bits=16, audio=False, resume=True, offload="stages")
   assert cli.main(["restore", "in.mp4", "out.mp4", "--scale", "2"]) == 0
   assert seen.pop()[2] == RestoreOptions(scale=2.0) and RestoreOptions().resolution == (720, 1280)
   assert cli.main(["restore", "in.mp4", "out.mp4", "--resolution", "540x960"]) == 0
@@ -286,7 +287,10 @@ def test_restore_flags_map_to_their_options(monkeypatch):
 def test_restore_dry_run_prints_the_plan(tmp_path, capsys):
   rc, stdout, _ = _main(capsys, "restore", BIKES, tmp_path / "x.mp4", *SMALL, "--dry-run")
   assert rc == 0 and not os.path.exists(tmp_path / "x.mp4")
-  assert "clips: 3 of 5 frames" in stdout and "windows" in stdout and "GB" in stdout
+  assert "clips: 3 of 5 frames" in stdout and "windows" in stdout
+  stages = [line for line in stdout.splitlines() if line.startswith("estimated device memory")]
+  assert [line.split(",")[1].split(":")[0].strip() for line in stages] == ["encode", "dit",
+                                                                            "decode"]
 
 
 def test_restore_bad_inputs_are_one_line_errors(tmp_path, capsys):
