@@ -3,7 +3,7 @@ VAE encode, DiT, VAE decode, colour fix and video I/O, the `seedvr2-jax restore`
 real video, and peak GPU memory.
 
   python experiments/bench_restore.py                        # the three default settings
-  python experiments/bench_restore.py --runs 100:192x336:768x1344
+  python experiments/bench_restore.py --runs 100:192x336:768x1344 [--offload stages]
 
 A run is FRAMES:LQ_HxW:OUT_HxW (output area as the official --resolution). Stages: each is
 jitted with the weights as arguments and timed on device-resident inputs (median of --iters
@@ -42,7 +42,7 @@ def lq_video(path: str, frames: int, lq_h: int, lq_w: int) -> None:
       writer.write(frame)
 
 
-def run_one(spec: str, iters: int, tiny: bool) -> dict:
+def run_one(spec: str, iters: int, tiny: bool, offload: str = "none") -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -115,7 +115,8 @@ def run_one(spec: str, iters: int, tiny: bool) -> dict:
     real = os.path.join(tmp, "bikes_lq.mp4")
     lq_video(real, frames, lq_h, lq_w)
     jax.config.update("jax_compilation_cache_dir", os.path.join(tmp, "xla_cache"))
-    e2e_options = RestoreOptions(resolution=(out_h, out_w), dtype=dtype, overwrite=True)
+    e2e_options = RestoreOptions(resolution=(out_h, out_w), dtype=dtype, overwrite=True,
+                                 offload=offload)
     e2e = []
     for _ in range(2):
       start = time.perf_counter()
@@ -125,7 +126,8 @@ def run_one(spec: str, iters: int, tiny: bool) -> dict:
       e2e.append(time.perf_counter() - start)
     assert written == frames
   model_s = sum(rows[k]["seconds"] for k in ("preprocess", "encode", "dit", "decode", "colorfix"))
-  return dict(spec=spec, frames=frames, output=f"{output.shape[2]}x{output.shape[1]}",
+  return dict(spec=spec, offload=offload, frames=frames,
+              output=f"{output.shape[2]}x{output.shape[1]}",
               device=jax.devices()[0].device_kind, jax=jax.__version__,
               stages={k: v["seconds"] for k, v in rows.items()},
               compile_s={k: v["compile_s"] for k, v in rows.items()}, model_s=model_s,
@@ -141,14 +143,17 @@ def main():
   parser.add_argument("--iters", type=int, default=3)
   parser.add_argument("--tiny", action="store_true", help="tiny model (a CPU smoke test)")
   parser.add_argument("--out", default=None, help="append JSON lines here")
+  parser.add_argument("--offload", default="none",
+                      help="the restore command's --offload (none|stages)")
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    print(json.dumps(run_one(args.runs[0], args.iters, args.tiny)))
+    print(json.dumps(run_one(args.runs[0], args.iters, args.tiny, args.offload)))
     return
   for spec in args.runs:
     proc = subprocess.run([sys.executable, __file__, "--child", "--runs", spec, "--iters",
-                           str(args.iters)] + ["--tiny"] * args.tiny, capture_output=True,
+                           str(args.iters), "--offload", args.offload] + ["--tiny"] * args.tiny,
+                          capture_output=True,
                           text=True)
     if proc.returncode:
       print(f"{spec}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)

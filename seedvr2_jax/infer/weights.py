@@ -5,6 +5,9 @@ host memory and copied to the device for their own stage only; the copy is freed
 programs have run and the caller drops it. States may be abstract (`jax.ShapeDtypeStruct`
 leaves): then nothing is placed, and `on_device` gives the abstract device arguments (memory
 estimates of models that are not loaded).
+A mode that streams the DiT's scanned block weights from host memory inside its program would
+leave those leaves on `host_sharding` in `on_device` (and in `abstract`), so the DiT program
+takes them there.
 """
 
 from __future__ import annotations
