@@ -154,7 +154,7 @@ def test_clips_never_straddle_a_cut():
   assert clips.plan_clips(75, None, 3, cuts=(30,)).length == 45  # the longest shot
   # A clip's output never reaches across a cut: each clip adds 10 x its index.
   frames = [np.full((2, 2, 3), 100, np.uint8)] * 75
-  shifted = lambda indices, batch: [c + 10 * i for i, c in zip(indices, batch)]
+  shifted = lambda indices, batch: [np.stack([c + 10 * i for i, c in zip(indices, batch)])]
   out = np.stack(list(clips.stream_clips(frames, plan, shifted)))[:, 0, 0, 0].astype(int)
   first_of = {s: i for i, s in reversed(list(enumerate(plan.starts)))}
   for cut in (30, 50, 71):
