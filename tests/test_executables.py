@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from seedvr2_jax.infer import one_step
+from seedvr2_jax.infer import executables, one_step
 from seedvr2_jax.infer.options import RestoreOptions
 from seedvr2_jax.models.dit import config as dit_config
 from seedvr2_jax.models.dit.nadit import NaDiT
@@ -72,3 +72,14 @@ def test_programs_are_loaded_untraced_keyed_by_what_they_depend_on(models, trace
   assert (again.store.compiled, again.store.loaded, traces[0]) == (1, 0, 3)
   np.testing.assert_array_equal(out_again, out_first)
   assert path.stat().st_size > 100
+
+
+def test_unwritable_store_warns_and_still_returns_the_program(tmp_path):
+  blocker = tmp_path / "not_a_dir"
+  blocker.write_text("")  # the store directory's place is taken by a file
+  store = executables.ExecutableStore(str(blocker / "executables"))
+  lowered = jax.jit(lambda x: x * 2 + 1).lower(jax.ShapeDtypeStruct((3,), np.float32))
+  with pytest.warns(UserWarning, match="not kept"):
+    compiled = store.get(("double plus one",), lambda: lowered)
+  np.testing.assert_array_equal(compiled(np.arange(3, dtype=np.float32)), [1, 3, 5])
+  assert store.compiled == 1

@@ -69,6 +69,19 @@ def output_bits(path: str, kind: str, options: RestoreOptions) -> int:
   return options.png_bits
 
 
+def even_video_size(size: tuple[int, int], path: str, options: RestoreOptions,
+                    log) -> tuple[int, int]:
+  """`size` rounded up to the multiples the output's pixel format needs (4:2:0 video: even
+  sides), with a note when that changes it."""
+  pix_fmt = video_formats.video_format(path, options.codec, options.pix_fmt).pix_fmt
+  multiples = video_formats.size_multiples(pix_fmt)
+  fitted = tuple(-(-s // m) * m for s, m in zip(size, multiples))
+  if fitted != tuple(size):
+    log(f"note: output {size[1]}x{size[0]} rounded up to {fitted[1]}x{fitted[0]} ({pix_fmt} "
+        f"needs sides that are multiples of {multiples[1]}x{multiples[0]})")
+  return fitted
+
+
 def resolve_dtype(dtype: str) -> str:
   """A `RestoreOptions.dtype` -> the compute dtype: "auto" is bfloat16 on GPU and TPU."""
   if dtype != "auto":
@@ -230,6 +243,8 @@ def restore_media(input_path: str, output_path: str, options: RestoreOptions = R
   size = preprocess.output_size(info.height, info.width, resolution=options.resolution,
                                 short_side=options.short_side, scale=options.scale)
   bits = output_bits(output_path, kind, options)
+  if kind == "video" and options.size_mode == "pad":
+    size = even_video_size(size, output_path, options, log)
   cuts = ()
   if options.scene_cuts == "auto":  # a pre-pass decoding the input (docs/restore_io.md)
     start = time.perf_counter()
