@@ -112,12 +112,12 @@ def test_restore_with_int8_dit_weights_runs_end_to_end():
   from seedvr2_jax.infer import restore
   from seedvr2_jax.metrics import fidelity
   info = video_io.probe(os.path.join(FIXTURES, "media", "bikes_2s.mp4"))
-  frames = np.stack([f for _, f in zip(range(5), video_io.read_frames(info))])
+  frames = np.stack([f for _, f in zip(range(1), video_io.read_frames(info))])
   lines = []
   models = restore.load_models(None, "float32", lines.append)
   outs = [Restorer.load(log=lines.append, models=models, dit_weights=w,
                         short_side=64).restore_array(frames) for w in ("native", "int8")]
   assert any("held as int8" in line for line in lines)
-  assert outs[1].shape == outs[0].shape == (5, 64, 151, 3)
+  assert outs[1].shape == outs[0].shape == (1, 64, 151, 3)
   psnr = float(jnp.mean(fidelity.psnr(*(jnp.asarray(o, jnp.float32) / 255 for o in outs))))
-  assert 45 < psnr < 100, psnr  # measured 56.6 dB
+  assert 45 < psnr < 100, psnr  # carphone, 120 frames: 57.9 dB (docs/memory.md)
