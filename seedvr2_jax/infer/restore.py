@@ -27,7 +27,7 @@ from seedvr2_jax.data import video_formats, video_io
 from seedvr2_jax.errors import InputError
 from seedvr2_jax.infer import clips, one_step, parts, preprocess, scenes
 from seedvr2_jax.infer.options import RestoreOptions
-from seedvr2_jax.models.dit import window_plan
+from seedvr2_jax.models.dit import quantize, window_plan
 from seedvr2_jax.models.dit.flops import token_grid
 from seedvr2_jax.parallel import mesh as mesh_lib
 from seedvr2_jax.utils import atomic, background
@@ -196,11 +196,14 @@ class Session:
 
 def load_session(options: RestoreOptions, log=print, models=None) -> Session:
   """The devices of `options.sequence_parallel` and the models of `options.checkpoint` (or the
-  given (dit, vae, text embedding))."""
+  given (dit, vae, text embedding)), the DiT's block kernels as `options.dit_weights` says."""
   mesh = device_mesh(options.sequence_parallel)
   log(f"devices: {jax.device_count()} ({1 if mesh is None else mesh.shape['data']} clip(s) at a "
       f"time, each on {1 if mesh is None else mesh.shape['sequence']} device(s))")
   dit, vae, txt = models or load_models(options.checkpoint, resolve_dtype(options.dtype), log)
+  if options.dit_weights != "native":
+    dit = quantize.quantize_model(dit, options.dit_weights)
+    log(f"DiT block kernels held as {options.dit_weights} (weight-only, dequantised at use)")
   return Session(dit, vae, txt, mesh)
 
 
