@@ -16,7 +16,9 @@ The video codec round trip is not here: it runs on the host on this program's ui
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -281,3 +283,63 @@ def degrade_clips(hq_bthwc: jnp.ndarray, plans: dict, lq_hw: tuple[int, int]) ->
     lq = degrade_planar(x, plan, lq_hw)[:, :, :lq_hw[0], :lq_hw[1]]
     return jnp.clip(jnp.rint(lq * 255), 0, 255).astype(jnp.uint8).transpose(0, 2, 3, 1)
   return jax.lax.map(one, (hq_bthwc, plans))
+
+
+def video_arrays(spec: compression.VideoSpec | None) -> dict:
+  """A clip's drawn video compression as arrays (Grain stacks them into batches); codec -1:
+  none. `video_spec` reads them back."""
+  if spec is None:
+    return {"codec": np.int32(-1), "crf": np.int32(-1), "bpp": np.float64(0)}
+  return {"codec": np.int32(list(compression.VIDEO_CODECS).index(spec.codec)),
+          "crf": np.int32(-1 if spec.crf is None else spec.crf),
+          "bpp": np.float64(0 if spec.bpp is None else spec.bpp)}
+
+
+def video_spec(arrays: dict, cfg: ml_collections.ConfigDict) -> compression.VideoSpec | None:
+  """The VideoSpec of one clip's `video_arrays` (fps, preset and threads from cfg.video)."""
+  if arrays["codec"] < 0:
+    return None
+  rate = {"crf": int(arrays["crf"])} if arrays["crf"] >= 0 else {"bpp": float(arrays["bpp"])}
+  return compression.VideoSpec(list(compression.VIDEO_CODECS)[int(arrays["codec"])],
+                               fps=fractions.Fraction(cfg.video.fps), preset=cfg.video.preset,
+                               threads=cfg.video.threads, **rate)
+
+
+def draw(cfg: ml_collections.ConfigDict, rng: np.random.Generator, hq_thwc: np.ndarray) -> dict:
+  """Host side of one clip: {"plan", "video"} drawn from rng (parameters, then the noise key)."""
+  params = degradations.sample_params(cfg, rng, hq_thwc.shape[1:3], frames=hq_thwc.shape[0])
+  key = rng.integers(0, 2 ** 32, 2, dtype=np.uint32)
+  return {"plan": make_plan(params, cfg, hq_thwc.shape[1:3], key),
+          "video": video_arrays(params.video)}
+
+
+class Degrader:
+  """Host batch {"hq", "plan", "video"} (stacked `draw`s) -> {"hq", "lq"}: the per-pixel stages
+  on this process's devices (its clips split over as many as divide them), the uint8 LQ clips
+  back to the host, each through its video codec round trip there."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, devices=None):
+    self.cfg = cfg
+    self.devices = list(devices or jax.local_devices())
+    self._programs = {}  # (clips, lq_hw) -> (input sharding, jitted program)
+
+  def _program(self, clips: int, lq_hw: tuple[int, int]):
+    if (clips, lq_hw) not in self._programs:
+      mesh = jax.sharding.Mesh(np.array(self.devices[:math.gcd(clips, len(self.devices))]),
+                               ("clips",))
+      spec = jax.sharding.PartitionSpec("clips")
+      run = jax.shard_map(functools.partial(degrade_clips, lq_hw=lq_hw), mesh=mesh,
+                          in_specs=spec, out_specs=spec)
+      self._programs[clips, lq_hw] = jax.sharding.NamedSharding(mesh, spec), jax.jit(run)
+    return self._programs[clips, lq_hw]
+
+  def __call__(self, batch: dict) -> dict:
+    hq, plans, video = batch.pop("hq"), batch.pop("plan"), batch.pop("video")
+    b, _, h, w, _ = hq.shape
+    split, run = self._program(b, (h // self.cfg.scale, w // self.cfg.scale))
+    lq = np.array(run(*jax.device_put((hq, plans), split)))
+    for i in range(b):
+      spec = video_spec({k: v[i] for k, v in video.items()}, self.cfg)
+      if spec is not None:
+        lq[i] = compression.video(lq[i], spec)
+    return {**batch, "hq": hq, "lq": lq}
