@@ -1,6 +1,7 @@
 """Training batches with Grain, from the sources of data/sources.py: bucketed random crops of
 clips, degraded on the fly (or precomputed latents), one shard per host, worker processes,
-resumable, delivered as global jax.Arrays.
+resumable, delivered as global jax.Arrays. `degrade_on="device"`: the workers only draw the
+degradation and this process applies it on its devices (data/degrade_jax.py) before delivery.
 
 Step s of every host uses bucket `schedule.bucket(s)` (frames, height, width; data/bucketing.py),
 a function of (seed, s) alone, so all hosts agree on the shapes of every step without talking.

@@ -31,6 +31,7 @@ from seedvr2_jax.data.resize import taps
 _HI = jax.lax.Precision.HIGHEST  # float32 arithmetic on GPUs and TPUs too, as the numpy stages
 _MACROBLOCK = 16  # JPEG works on whole 16x16 macroblocks (4:2:0)
 _POISSON_EXACT_BELOW = 25.0  # as data/noise.py: exact draws below, a rounded normal above
+_POISSON_MAX_COUNT = 64  # inverse-CDF draws stop here: P(count > 64 | lam < 25) < 1e-11
 
 
 def _ceil(n: int, m: int = _MACROBLOCK) -> int:
@@ -166,6 +167,22 @@ def _levels(x8_tchw: jnp.ndarray, valid_hw: jnp.ndarray) -> jnp.ndarray:
   return 2.0 ** jnp.sum(n[:, None] > 2 ** jnp.arange(9), axis=1).astype(jnp.float32)
 
 
+def _small_poisson(key, lam: jnp.ndarray) -> jnp.ndarray:
+  """Poisson(lam) counts for lam < 25 by inverting the CDF of one uniform draw per element: a
+  fixed number of elementwise steps (jax.random.poisson loops until its slowest element)."""
+  u = jax.random.uniform(key, lam.shape)
+
+  def step(k, carry):
+    count, p, cdf = carry
+    p = p * lam / k
+    return count + (u > cdf), p, cdf + p
+
+  p0 = jnp.exp(-lam)
+  count, _, _ = jax.lax.fori_loop(1, _POISSON_MAX_COUNT + 1, step,
+                                  (jnp.zeros_like(lam), p0, p0))
+  return count
+
+
 def poisson_noise(key, x_tchw: jnp.ndarray, plan: dict, hw) -> jnp.ndarray:
   """As noise.poisson: shot noise of the 8-bit-rounded image (gray: of its luma, one field for
   R, G and B) times the per-frame scale. (T, 3, H, W) float32 to add."""
@@ -177,7 +194,7 @@ def poisson_noise(key, x_tchw: jnp.ndarray, plan: dict, hw) -> jnp.ndarray:
   lam = img * vals
   small = lam < _POISSON_EXACT_BELOW
   exact_key, normal_key = jax.random.split(key)
-  exact = jax.random.poisson(exact_key, jnp.where(small, lam, 0.0)).astype(jnp.float32)
+  exact = _small_poisson(exact_key, jnp.where(small, lam, 0.0))
   approx = jnp.rint(lam + jnp.sqrt(lam) * jax.random.normal(normal_key, lam.shape))
   counts = jnp.maximum(jnp.where(small, exact, approx), 0)
   field = (counts / vals - img) * plan["strength_t"][:, None, None, None]
