@@ -403,6 +403,43 @@ def test_train_command_with_data_workers_resumes_exactly(tmp_path):
   assert_same_checkpoint(tiny(), tmp_path / "a", tmp_path / "b", 4)
 
 
+class _Recorded:
+  """A batch iterator that keeps (host copies of) the batches it delivers."""
+
+  def __init__(self, batches):
+    self.batches, self.seen = batches, []
+
+  def __next__(self):
+    batch = next(self.batches)
+    self.seen.append(jax.tree.map(np.asarray, batch))
+    return batch
+
+  def __getattr__(self, name):  # get_state, set_state, metrics, close
+    return getattr(self.batches, name)
+
+
+def test_train_with_device_degradation_steps_on_the_stage_outputs(tmp_path):
+  """data.degrade_on="device": the run steps on LQ clips equal to the device stage (and the
+  codec) applied directly to the examples' drawn plans."""
+  from seedvr2_jax.data import batching
+  config = tiny(total_steps=2)
+  config.data.degrade_on = "device"
+  recorded = []
+  run = loop.train(config, str(tmp_path),
+                   lambda run: recorded.append(_Recorded(data.from_config(run))) or recorded[0])
+  assert int(run.state.step) == 2 and len(recorded[0].seen) == 2
+  examples = batching.make_batches(config.data, batch_size=2, seed=config.seed,
+                                   process_index=0, process_count=1).examples
+  degrade = recorded[0].finish  # the run's degrade_jax.Degrader (its compiled program)
+  for step, delivered in enumerate(recorded[0].seen):
+    drawn = jax.tree.map(lambda *a: np.stack(a), *[examples(2 * step + i) for i in range(2)])
+    assert {"plan", "video"} <= drawn.keys() and "lq" not in drawn
+    direct = degrade({k: drawn[k] for k in ("hq", "plan", "video")})
+    assert direct["lq"].shape == (2, 5, 16, 16, 3) and direct["lq"].dtype == np.uint8
+    np.testing.assert_array_equal(delivered["hq"], direct["hq"])
+    np.testing.assert_array_equal(delivered["lq"], direct["lq"])
+
+
 def test_train_command_rejects_a_workdir_of_other_data(tmp_path, capsys):
   loop.train(tiny(total_steps=2), str(tmp_path), synthetic())
   capsys.readouterr()
