@@ -258,14 +258,9 @@ def run_ours(dit_kwargs, vae_kwargs, state_dicts, clip_thwc, noise, txt, officia
   return rows, diffs
 
 
-def run_one(spec: str, args, log) -> dict:
-  import jax
-  import numpy as np
-  import torch
-
+def parse_run(spec: str) -> tuple[int, int, int]:
+  """FRAMES:HxW -> (frames, height, width), checked."""
   from seedvr2_jax.errors import InputError
-  from seedvr2_jax.infer import preprocess
-
   try:
     frames, size = spec.split(":")
     frames = int(frames)
@@ -274,6 +269,17 @@ def run_one(spec: str, args, log) -> dict:
     raise InputError(f"run {spec!r} is not FRAMES:HxW (e.g. 100:768x1344)") from None
   if frames < 1 or height <= 0 or width <= 0 or height % 16 or width % 16:
     raise InputError(f"run {spec!r}: need frames >= 1 and H, W positive multiples of 16")
+  return frames, height, width
+
+
+def run_one(spec: str, args, log) -> dict:
+  import jax
+  import numpy as np
+  import torch
+
+  from seedvr2_jax.infer import preprocess
+
+  frames, height, width = parse_run(spec)
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   runner, dit_kwargs, vae_kwargs, state_dicts = official_runner(
       args.official_dir, tiny_overrides() if args.tiny else [], args.dtype, device, log)
@@ -333,12 +339,16 @@ def main():
   parser.add_argument("--official-dir", default=OFFICIAL_DIR)
   parser.add_argument("--out", default=None, help="append JSON lines here")
   args = parser.parse_args()
+  if args.iters < 1 or args.warmup < 0:
+    parser.error("need --iters >= 1 and --warmup >= 0")
   # torch and JAX share the GPU: JAX must not reserve most of its memory up front.
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   from seedvr2_jax.errors import ConfigError, SeedVR2Error
   try:
     if importlib.util.find_spec("torch") is None:
       raise ConfigError("torch is not installed: the official code needs it (docs/benchmarks.md)")
+    for spec in args.runs:
+      parse_run(spec)
     for spec in args.runs:
       r = run_one(spec, args, log=lambda msg: print(msg, flush=True))
       print(table(r))
