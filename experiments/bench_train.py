@@ -5,6 +5,7 @@ frames per sample.
   python experiments/bench_train.py                                   # 3B on every local GPU
   python experiments/bench_train.py --runs 3b:1 3b:2 7b:2 --out r.jsonl  # variant:devices
   python experiments/bench_train.py --remat full dots                  # both policies, one build
+  python experiments/bench_train.py --remat names --remat-names qkv attention  # remat by name
   python experiments/bench_train.py --objective apt --runs 3b:1 3b:2   # G step + D step
   python experiments/bench_train.py --objective apt --d-sequential --scan-layers --runs 3b:2
   python experiments/bench_train.py --objective apt --optimizer rmsprop --runs 3b:1  # APT's
@@ -112,9 +113,10 @@ def run_one(variant: str, devices: int, args) -> list[dict]:
 
 
 def main():
+  from seedvr2_jax.models.dit.config import REMAT_POLICIES
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--runs", nargs="+", default=["3b:1"], help="VARIANT:DEVICES")
-  parser.add_argument("--remat", nargs="+", default=["full"], choices=["none", "full", "dots"],
+  parser.add_argument("--remat", nargs="+", default=["full"], choices=REMAT_POLICIES,
                       help="policies to time, in this order, on one build (least memory first)")
   parser.add_argument("--objective", default="diffusion", choices=["diffusion", "apt"])
   parser.add_argument("--scan-layers", action="store_true",

@@ -1,9 +1,11 @@
 """Training: mesh and sharding rules, exact resume, distillation, non-finite stops, sharded
 steps on 8 CPU devices, the `train` command on real frames."""
 
+import collections
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -278,26 +280,67 @@ def test_sharded_apt_steps_on_8_devices_equal_one_device():
   assert zero_share["d_"] < 1e-4
 
 
-def test_remat_policies_keep_values_and_gradients():
-  """Rematerialised blocks change memory, not results, also for a frozen model (teacher,
-  discriminator) merged outside the gradient it runs in."""
+@pytest.mark.parametrize("scan", [False, True], ids=["loop", "scan"])
+def test_remat_policies_keep_values_and_gradients(scan):
+  """Rematerialised blocks change memory, not results, in the loop and under lax.scan; in the
+  loop also for a frozen model (teacher, discriminator) merged outside the gradient it runs
+  in."""
   from seedvr2_jax.models.dit import config as dit_config
   from seedvr2_jax.models.dit.nadit import NaDiT
   keys = jax.random.split(jax.random.key(0), 2)
   vid, txt = jax.random.normal(keys[0], (1, 2, 8, 8, 33)), jax.random.normal(keys[1], (1, 5, 32))
   t = np.array([500.0], np.float32)
-  results = []
-  for remat in ("none", "full", "dots"):
-    graphdef, state = nnx.split(NaDiT(dit_config.official(
-        "3b", **dit_config.TINY["3b"], remat=remat), nnx.Rngs(0)))
-    loss = lambda s: (nnx.merge(graphdef, s)(vid, txt, t) ** 2).sum()
-    frozen = nnx.merge(graphdef, state)
-    outer = jax.grad(lambda a: a * frozen(vid, txt, t).sum())(1.0)
-    results.append((jax.tree.map(np.asarray, jax.grad(loss)(state)), float(outer)))
-  for grads, outer in results[1:]:
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads,
-                 results[0][0])
-    assert outer == pytest.approx(results[0][1], rel=1e-6)
+  # The 7B layout; with scan_layers 4 blocks are one lax.scan over two block pairs.
+  cfg = dit_config.official("7b", **{**dit_config.TINY["7b"], "num_layers": 4 if scan else 2},
+                            scan_layers=scan)
+  state = nnx.split(NaDiT(cfg, nnx.Rngs(0)))[1]
+  results = {}
+  for remat in dit_config.REMAT_POLICIES:
+    graphdef = nnx.split(nnx.eval_shape(lambda remat=remat: NaDiT(
+        dataclasses.replace(cfg, remat=remat), nnx.Rngs(0))))[0]
+
+    @jax.jit
+    def grads(state, graphdef=graphdef):
+      loss = lambda s: (nnx.merge(graphdef, s)(vid, txt, t) ** 2).sum()
+      if scan:
+        return jax.grad(loss)(state), 0.0
+      frozen = nnx.merge(graphdef, state)
+      return jax.grad(loss)(state), jax.grad(lambda a: a * frozen(vid, txt, t).sum())(1.0)
+
+    params_grads, outer = grads(state)
+    results[remat] = (jax.tree.map(np.asarray, params_grads), float(outer))
+  ref_grads, ref_outer = results.pop("none")
+  for remat, (grads, outer) in results.items():
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6,
+                                                         err_msg=remat), grads, ref_grads)
+    assert outer == pytest.approx(ref_outer, rel=1e-6), remat
+
+
+def _saved_names(cfg, capsys) -> collections.Counter:
+  """How many residuals of each `checkpoint_name` the gradient of `cfg`'s DiT saves."""
+  from seedvr2_jax.models.dit.nadit import NaDiT
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: NaDiT(cfg, nnx.Rngs(0))))
+  vid, txt = jnp.zeros((1, 2, 8, 8, 33)), jnp.zeros((1, 5, 32))
+  capsys.readouterr()
+  jax.ad_checkpoint.print_saved_residuals(
+      lambda s: nnx.merge(graphdef, s)(vid, txt, jnp.full((1,), 500.0)).sum(), state)
+  return collections.Counter(re.findall(r"named '(\w+)'", capsys.readouterr().out))
+
+
+def test_remat_by_name_saves_exactly_the_named_activations(capsys):
+  """remat="names" keeps the tagged projections and attention outputs of every block and
+  recomputes the rest; `remat_names` picks which; "full" keeps none of them."""
+  from seedvr2_jax.models.dit import config as dit_config
+  cfg = dit_config.official("3b", **dit_config.TINY["3b"], remat="names")
+  saved = _saved_names(cfg, capsys)
+  # 4 blocks x (video, text); the last block is video-only: no text MLP, its text attention
+  # output unused; SwiGLU has two input projections.
+  assert saved == {"qkv": 8, "attention": 7, "attn_out": 7, "mlp_in": 14, "mlp_out": 7}
+  only_qkv = dataclasses.replace(cfg, remat_names=("qkv", "attention"))
+  assert _saved_names(only_qkv, capsys) == {"qkv": 8, "attention": 7}
+  assert not _saved_names(dataclasses.replace(cfg, remat="full"), capsys)
+  with pytest.raises(ConfigError, match="unknown remat_names"):
+    dataclasses.replace(cfg, remat_names=("qkv", "logits"))
 
 
 @pytest.mark.parametrize("variant,layers", [("3b", dict(num_layers=8, mm_layers=2)),

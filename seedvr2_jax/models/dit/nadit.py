@@ -17,7 +17,7 @@ from flax import nnx
 
 from seedvr2_jax.models.dit import layers
 from seedvr2_jax.models.dit.block import NaMMSRTransformerBlock, residual_streams
-from seedvr2_jax.models.dit.config import REMAT_POLICIES, NaDiTConfig
+from seedvr2_jax.models.dit.config import NaDiTConfig
 from seedvr2_jax.models.dit.window_attention import build_context
 
 
@@ -180,7 +180,7 @@ class NaDiT(nnx.Module):
     dtype = jnp.dtype(self.cfg.dtype)
     for start, end in ranges:
       if end - start == 1:
-        x_vid, x_txt = self._apply(*splits[start], x_vid, x_txt, emb_bd23, ctx)
+        x_vid, x_txt = self._apply(*splits[start], x_vid, x_txt, emb_bd23, ctx, in_scan=False)
       else:
         pair_graphdefs = (splits[start][0], splits[start + 1][0])
         stacked = tuple(
@@ -190,7 +190,7 @@ class NaDiT(nnx.Module):
 
         def pair(carry, states, graphdefs=pair_graphdefs):
           for graphdef, state in zip(graphdefs, states):
-            carry = self._apply(graphdef, state, *carry, emb_bd23, ctx)
+            carry = self._apply(graphdef, state, *carry, emb_bd23, ctx, in_scan=True)
           return carry, None
 
         (x_vid, x_txt), _ = jax.lax.scan(pair, (x_vid, x_txt), stacked)
@@ -198,13 +198,16 @@ class NaDiT(nnx.Module):
         taps(end - 1, (x_vid, x_txt))
     return x_vid, x_txt
 
-  def _apply(self, graphdef, state, x_vid, x_txt, emb_bd23, ctx):
+  def _apply(self, graphdef, state, x_vid, x_txt, emb_bd23, ctx, *, in_scan: bool):
     """One block given as graph definition and state, rematerialised in the backward pass as
     `cfg.remat` says. jax.checkpoint over the state (not nnx.remat over the module) also works
     when the model is merged outside a transform it then runs in (a frozen teacher or
-    discriminator inside another model's gradient)."""
+    discriminator inside another model's gradient). Inside `lax.scan` (`in_scan`) the
+    recomputation cannot be merged with the forward pass by CSE anyway, so it goes without
+    jax.checkpoint's optimisation barriers (`prevent_cse=False`, as the JAX docs advise)."""
     run = lambda s, *args: nnx.merge(graphdef, s)(*args, ctx)
-    policy = REMAT_POLICIES[self.cfg.remat]
+    policy = self.cfg.remat_policy
     if policy is None:
       return run(state, x_vid, x_txt, emb_bd23)
-    return jax.checkpoint(run, policy=policy)(state, x_vid, x_txt, emb_bd23)
+    return jax.checkpoint(run, policy=policy, prevent_cse=not in_scan)(
+        state, x_vid, x_txt, emb_bd23)
