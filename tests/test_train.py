@@ -632,6 +632,23 @@ def test_regression_objective_fits_the_one_step_prediction(tmp_path):
   assert len(losses) == 12 and np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
 
 
+def test_bf16_first_moment_trains(tmp_path):
+  """optim.mu_dtype="bfloat16": AdamW keeps its first moment in bfloat16 (the second in
+  float32) and the one-step regression still learns."""
+  config = tiny(objective="regression", total_steps=12, log_every=1, ema_decay=0.0)
+  config.model.update(num_layers=2, mm_layers=1)
+  config.optim.mu_dtype = "bfloat16"
+  run = loop.train(config, str(tmp_path), synthetic())
+  adam = run.state.opt_state["dit"][1][0]
+  assert {x.dtype for x in jax.tree.leaves(adam.mu)} == {jnp.dtype(jnp.bfloat16)}
+  assert {x.dtype for x in jax.tree.leaves(adam.nu)} == {jnp.dtype(jnp.float32)}
+  losses = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")]
+  assert len(losses) == 12 and np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+  config.optim.name = "rmsprop"
+  with pytest.raises(ConfigError, match="needs adamw"):
+    loop.build(config)
+
+
 def _apt_draws(run, batch):
   """The latents and random inputs of the run's next APT step (its own key and draws)."""
   _, prep_key, loss_key = jax.random.split(jax.random.wrap_key_data(run.state.key), 3)
