@@ -165,6 +165,8 @@ def _precompute(args) -> int:
 
 
 def _train(args) -> int:
+  from seedvr2_jax.utils import xla_flags
+  xla_flags.apply_gpu_flags()  # before _join_job or anything else starts a backend
   _join_job(args)
   from seedvr2_jax import config_lib
   from seedvr2_jax.train import data, loop

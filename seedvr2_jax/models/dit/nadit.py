@@ -17,7 +17,7 @@ from flax import nnx
 
 from seedvr2_jax.models.dit import layers, quantize
 from seedvr2_jax.models.dit.block import NaMMSRTransformerBlock, residual_streams
-from seedvr2_jax.models.dit.config import REMAT_POLICIES, NaDiTConfig
+from seedvr2_jax.models.dit.config import NaDiTConfig
 from seedvr2_jax.models.dit.window_attention import build_context
 
 
@@ -208,7 +208,7 @@ class NaDiT(nnx.Module):
     dtype = jnp.dtype(self.cfg.dtype)
     for start, end in ranges:
       if end - start == 1:
-        x_vid, x_txt = self._apply(*splits[start], x_vid, x_txt, emb_bd23, ctx)
+        x_vid, x_txt = self._apply(*splits[start], x_vid, x_txt, emb_bd23, ctx, in_scan=False)
       else:
         stacked = tuple(stack_states([cast_linear_params(splits[i][1], dtype)
                                       for i in range(start + k, end, 2)]) for k in (0, 1))
@@ -226,20 +226,24 @@ class NaDiT(nnx.Module):
       if to_device:
         states = jax.device_put(states, jax.memory.Space.Device)
       for graphdef, state in zip(graphdefs, states):
-        carry = self._apply(graphdef, state, *carry, emb_bd23, ctx)
+        carry = self._apply(graphdef, state, *carry, emb_bd23, ctx, in_scan=True)
       return carry, None
 
     return jax.lax.scan(step, (x_vid, x_txt), tuple(stacked))[0]
 
-  def _apply(self, graphdef, state, x_vid, x_txt, emb_bd23, ctx):
+  def _apply(self, graphdef, state, x_vid, x_txt, emb_bd23, ctx, *, in_scan: bool):
     """One block given as graph definition and state, rematerialised in the backward pass as
     `cfg.remat` says. jax.checkpoint over the state (not nnx.remat over the module) also works
     when the model is merged outside a transform it then runs in (a frozen teacher or
-    discriminator inside another model's gradient). Quantised kernels (`quantize.py`) are
-    dequantised to `cfg.dtype` here, inside the program."""
+    discriminator inside another model's gradient). Inside `lax.scan` (`in_scan`) the
+    recomputation cannot be merged with the forward pass by CSE anyway, so it goes without
+    jax.checkpoint's optimisation barriers (`prevent_cse=False`, as the JAX docs advise).
+    Quantised kernels (`quantize.py`) are dequantised to `cfg.dtype` here, inside the
+    program."""
     dtype = jnp.dtype(self.cfg.dtype)
     run = lambda s, *args: nnx.merge(graphdef, quantize.dequantize(s, dtype))(*args, ctx)
-    policy = REMAT_POLICIES[self.cfg.remat]
+    policy = self.cfg.remat_policy
     if policy is None:
       return run(state, x_vid, x_txt, emb_bd23)
-    return jax.checkpoint(run, policy=policy)(state, x_vid, x_txt, emb_bd23)
+    return jax.checkpoint(run, policy=policy, prevent_cse=not in_scan)(
+        state, x_vid, x_txt, emb_bd23)
