@@ -58,7 +58,7 @@ def run_one(spec: str, iters: int, warmup: int, profile: bool, fold_max: int | N
   if profile:
     jitted = jax.jit(lambda s, v: fn(s, v, chunk))
     jax.block_until_ready(jitted(state, x))
-    t["op_ms"] = device_time_by_op(jitted, state, x)
+    t["op_ms"] = device_time_by_op(lambda: jitted(state, x))
   return dict(mode=mode, frames=frames, size=f"{width}x{height}", chunk=chunk or 0,
               device=jax.devices()[0].device_kind, jax=jax.__version__, **t,
               fps=frames / t["seconds"], tflop=flops / 1e12, tflop_run=flops_run / 1e12,

@@ -2,9 +2,7 @@
 # puts them and this repository on PYTHONPATH, and prints the versions the run will use.
 #   source experiments/gpu_env.sh
 # Make .whl/ beforehand on a machine with the package registry (and carry it to the GPU):
-#   ../shared/tools/gpu_wheels.sh --with-av .whl
-#   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
-#     einops==0.8.2 flax==0.12.10 optax==0.2.8 pytest==9.2.0 pluggy iniconfig
+#   bash experiments/gpu_wheels.sh [--with-av]
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl >/dev/null 2>&1 || echo "wheel install failed"
 export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"

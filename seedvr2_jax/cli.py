@@ -64,6 +64,7 @@ def _restore(args) -> int:
   options = restore_options.RestoreOptions(
       checkpoint=args.checkpoint, resolution=args.resolution, short_side=args.short_side,
       scale=args.scale, colorfix=args.colorfix, seed=args.seed, dtype=args.dtype,
+      dit_weights=args.dit_weights,
       clip_frames=args.clip_frames, clip_overlap=args.clip_overlap, max_frames=args.max_frames,
       encode_chunk=args.encode_chunk, decode_chunk=args.decode_chunk, tile=args.tile,
       tile_overlap=args.tile_overlap, sequence_parallel=args.sequence_parallel, crf=args.crf,
@@ -164,6 +165,8 @@ def _precompute(args) -> int:
 
 
 def _train(args) -> int:
+  from seedvr2_jax.utils import xla_flags
+  xla_flags.apply_gpu_flags()  # before _join_job or anything else starts a backend
   _join_job(args)
   from seedvr2_jax import config_lib
   from seedvr2_jax.train import data, loop
@@ -248,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, default=default.seed)
   p.add_argument("--dtype", choices=restore_options.DTYPES, default=default.dtype,
                  help="auto: bfloat16 on GPU, float32 elsewhere")
+  p.add_argument("--dit-weights", choices=restore_options.DIT_WEIGHTS,
+                 default=default.dit_weights,
+                 help="DiT block kernels as loaded, or weight-only int8 / fp8 (e4m3) with "
+                      "per-channel scales (smaller, slightly less accurate)")
   p.add_argument("--clip-frames", type=int, default=default.clip_frames,
                  help="frames per clip for long videos (default: the whole video, as official)")
   p.add_argument("--clip-overlap", type=int, default=default.clip_overlap,

@@ -1,4 +1,4 @@
-"""The benchmarks' profile summary (experiments/bench_vae.py --profile)."""
+"""The benchmarks' profile summary (experiments/bench_vae.py and bench_train.py --profile)."""
 
 from seedvr2_jax.utils.benchmark import op_times_from_trace
 
@@ -24,3 +24,9 @@ def test_op_times_sum_device_kernels_per_op_without_suffix():
   assert op_times_from_trace(events, top=2) == {"cudnn-conv-bias-activation": 3.0,
                                                 "input_concatenate_fusion": 2.5}
   assert op_times_from_trace(events, top=5)["loop_add_fusion"] == 0.25
+
+
+def test_op_times_of_a_cpu_trace_are_the_host_ops():
+  events = [_meta(1, "/host:CPU"), _kernel(1, "dot.2", 1500.0), _kernel(1, "dot.7", 500.0),
+            _kernel(1, "ynn_fusion", 250.0)]
+  assert op_times_from_trace(events, top=5) == {"dot": 2.0, "ynn_fusion": 0.25}

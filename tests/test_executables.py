@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from seedvr2_jax.infer import one_step
+from seedvr2_jax.infer import executables, one_step
 from seedvr2_jax.infer.options import RestoreOptions
 
 SIZE = (16, 32)
@@ -56,3 +56,14 @@ def test_programs_are_loaded_untraced_keyed_by_what_they_depend_on(models, tmp_p
   assert sum(again.traces.values()) == 1
   np.testing.assert_array_equal(out_again, out_first)
   assert paths[0].stat().st_size > 100
+
+
+def test_unwritable_store_warns_and_still_returns_the_program(tmp_path):
+  blocker = tmp_path / "not_a_dir"
+  blocker.write_text("")  # the store directory's place is taken by a file
+  store = executables.ExecutableStore(str(blocker / "executables"))
+  lowered = jax.jit(lambda x: x * 2 + 1).lower(jax.ShapeDtypeStruct((3,), np.float32))
+  with pytest.warns(UserWarning, match="not kept"):
+    compiled = store.get(("double plus one",), lambda: lowered)
+  np.testing.assert_array_equal(compiled(np.arange(3, dtype=np.float32)), [1, 3, 5])
+  assert store.compiled == 1

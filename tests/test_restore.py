@@ -263,17 +263,18 @@ def test_restore_flags_map_to_their_options(monkeypatch):
   assert cli.main(["restore", "in.mp4", "out.mp4"]) == 0
   assert seen.pop() == ("in.mp4", "out.mp4", RestoreOptions())
   flags = ["--checkpoint", "ckpt", "--short-side", "96", "--colorfix", "adain", "--seed", "3",
-           "--dtype", "bfloat16", "--clip-frames", "13", "--clip-overlap", "5", "--max-frames",
-           "40", "--encode-chunk", "12", "--decode-chunk", "2", "--tile", "256x384",
-           "--tile-overlap", "32", "--sequence-parallel", "4", "--crf", "23", "--overwrite",
+           "--dtype", "bfloat16", "--dit-weights", "fp8", "--clip-frames", "13",
+           "--clip-overlap", "5", "--max-frames", "40", "--encode-chunk", "12",
+           "--decode-chunk", "2", "--tile", "256x384", "--tile-overlap", "32",
+           "--sequence-parallel", "4", "--crf", "23", "--overwrite",
            "--dry-run", "--size-mode", "crop", "--scene-cuts", "auto", "--codec", "hevc",
            "--pix-fmt", "yuv420p10le", "--png-bits", "16", "--no-audio", "--resume",
            "--offload", "stages"]
   assert cli.main(["restore", "in.mp4", "out.mp4", *flags]) == 0
   assert seen.pop()[2] == RestoreOptions(
       checkpoint="ckpt", short_side=96, colorfix="adain", seed=3, dtype="bfloat16",
-      clip_frames=13, clip_overlap=5, max_frames=40, encode_chunk=12, decode_chunk=2,
-      tile=(256, 384), tile_overlap=32, sequence_parallel=4, crf=23, overwrite=True,
+      dit_weights="fp8", clip_frames=13, clip_overlap=5, max_frames=40, encode_chunk=12,
+      decode_chunk=2, tile=(256, 384), tile_overlap=32, sequence_parallel=4, crf=23, overwrite=True,
       dry_run=True, size_mode="crop", scene_cuts="auto", codec="hevc", pix_fmt="yuv420p10le",
       png_bits=16, audio=False, resume=True, offload="stages")
   assert cli.main(["restore", "in.mp4", "out.mp4", "--scale", "2"]) == 0

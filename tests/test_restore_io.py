@@ -117,6 +117,10 @@ def test_restore_odd_frames_folder_and_image_to_exact_sizes(tmp_path, capsys):
   rc, _, _ = _main(capsys, "restore", folder / "001.png", tmp_path / "one.png", "--scale", "1")
   info = video_io.probe(str(tmp_path / "one.png"))
   assert rc == 0 and (info.width, info.height, info.frames) == (41, 23, 1)
+  # 4:2:0 video needs even sides: the output is rounded up (with a note), not refused mid-run.
+  rc, stdout, _ = _main(capsys, "restore", folder, tmp_path / "even.mp4", "--scale", "1")
+  assert rc == 0 and "41x23 rounded up to 42x24" in stdout
+  assert _probe(tmp_path / "even.mp4")[4:7] == (42, 24, 3)
 
 
 # Scene cuts.

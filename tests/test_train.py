@@ -1,9 +1,11 @@
 """Training: mesh and sharding rules, exact resume, distillation, non-finite stops, sharded
 steps on 8 CPU devices, the `train` command on real frames."""
 
+import collections
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -278,26 +280,78 @@ def test_sharded_apt_steps_on_8_devices_equal_one_device():
   assert zero_share["d_"] < 1e-4
 
 
-def test_remat_policies_keep_values_and_gradients():
-  """Rematerialised blocks change memory, not results, also for a frozen model (teacher,
-  discriminator) merged outside the gradient it runs in."""
+def test_sharded_apt_step_does_each_samples_discriminator_work_once():
+  """The APT step (d_sequential) with fsdp=8 and 8 samples costs each device XLA FLOPs of one
+  sample's step on one device (0.96x measured): no G or D work replicated over the devices,
+  which would cost up to 8x."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "sharded_apt_flops_check.py")],
+                        env=env, capture_output=True, text=True, check=True)
+  flops = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert 0.8 < flops["fsdp8"] / flops["one_device"] < 1.1, flops
+
+
+@pytest.mark.parametrize("scan", [False, True], ids=["loop", "scan"])
+def test_remat_policies_keep_values_and_gradients(scan):
+  """Rematerialised blocks change memory, not results, in the loop and under lax.scan; in the
+  loop also for a frozen model (teacher, discriminator) merged outside the gradient it runs
+  in."""
   from seedvr2_jax.models.dit import config as dit_config
   from seedvr2_jax.models.dit.nadit import NaDiT
   keys = jax.random.split(jax.random.key(0), 2)
   vid, txt = jax.random.normal(keys[0], (1, 2, 8, 8, 33)), jax.random.normal(keys[1], (1, 5, 32))
   t = np.array([500.0], np.float32)
-  results = []
-  for remat in ("none", "full", "dots"):
-    graphdef, state = nnx.split(NaDiT(dit_config.official(
-        "3b", **dit_config.TINY["3b"], remat=remat), nnx.Rngs(0)))
-    loss = lambda s: (nnx.merge(graphdef, s)(vid, txt, t) ** 2).sum()
-    frozen = nnx.merge(graphdef, state)
-    outer = jax.grad(lambda a: a * frozen(vid, txt, t).sum())(1.0)
-    results.append((jax.tree.map(np.asarray, jax.grad(loss)(state)), float(outer)))
-  for grads, outer in results[1:]:
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads,
-                 results[0][0])
-    assert outer == pytest.approx(results[0][1], rel=1e-6)
+  # The 7B layout; with scan_layers 4 blocks are one lax.scan over two block pairs.
+  cfg = dit_config.official("7b", **{**dit_config.TINY["7b"], "num_layers": 4 if scan else 2},
+                            scan_layers=scan)
+  state = nnx.split(NaDiT(cfg, nnx.Rngs(0)))[1]
+  results = {}
+  for remat in dit_config.REMAT_POLICIES:
+    graphdef = nnx.split(nnx.eval_shape(lambda remat=remat: NaDiT(
+        dataclasses.replace(cfg, remat=remat), nnx.Rngs(0))))[0]
+
+    @jax.jit
+    def grads(state, graphdef=graphdef):
+      loss = lambda s: (nnx.merge(graphdef, s)(vid, txt, t) ** 2).sum()
+      if scan:
+        return jax.grad(loss)(state), 0.0
+      frozen = nnx.merge(graphdef, state)
+      return jax.grad(loss)(state), jax.grad(lambda a: a * frozen(vid, txt, t).sum())(1.0)
+
+    params_grads, outer = grads(state)
+    results[remat] = (jax.tree.map(np.asarray, params_grads), float(outer))
+  ref_grads, ref_outer = results.pop("none")
+  for remat, (grads, outer) in results.items():
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6,
+                                                         err_msg=remat), grads, ref_grads)
+    assert outer == pytest.approx(ref_outer, rel=1e-6), remat
+
+
+def _saved_names(cfg, capsys) -> collections.Counter:
+  """How many residuals of each `checkpoint_name` the gradient of `cfg`'s DiT saves."""
+  from seedvr2_jax.models.dit.nadit import NaDiT
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: NaDiT(cfg, nnx.Rngs(0))))
+  vid, txt = jnp.zeros((1, 2, 8, 8, 33)), jnp.zeros((1, 5, 32))
+  capsys.readouterr()
+  jax.ad_checkpoint.print_saved_residuals(
+      lambda s: nnx.merge(graphdef, s)(vid, txt, jnp.full((1,), 500.0)).sum(), state)
+  return collections.Counter(re.findall(r"named '(\w+)'", capsys.readouterr().out))
+
+
+def test_remat_by_name_saves_exactly_the_named_activations(capsys):
+  """remat="names" keeps the tagged projections and attention outputs of every block and
+  recomputes the rest; `remat_names` picks which; "full" keeps none of them."""
+  from seedvr2_jax.models.dit import config as dit_config
+  cfg = dit_config.official("3b", **dit_config.TINY["3b"], remat="names")
+  saved = _saved_names(cfg, capsys)
+  # 4 blocks x (video, text); the last block is video-only: no text MLP, its text attention
+  # output unused; SwiGLU has two input projections.
+  assert saved == {"qkv": 8, "attention": 7, "attn_out": 7, "mlp_in": 14, "mlp_out": 7}
+  only_qkv = dataclasses.replace(cfg, remat_names=("qkv", "attention"))
+  assert _saved_names(only_qkv, capsys) == {"qkv": 8, "attention": 7}
+  assert not _saved_names(dataclasses.replace(cfg, remat="full"), capsys)
+  with pytest.raises(ConfigError, match="unknown remat_names"):
+    dataclasses.replace(cfg, remat_names=("qkv", "logits"))
 
 
 @pytest.mark.parametrize("variant,layers", [("3b", dict(num_layers=8, mm_layers=2)),
@@ -403,6 +457,43 @@ def test_train_command_with_data_workers_resumes_exactly(tmp_path):
   assert_same_checkpoint(tiny(), tmp_path / "a", tmp_path / "b", 4)
 
 
+class _Recorded:
+  """A batch iterator that keeps (host copies of) the batches it delivers."""
+
+  def __init__(self, batches):
+    self.batches, self.seen = batches, []
+
+  def __next__(self):
+    batch = next(self.batches)
+    self.seen.append(jax.tree.map(np.asarray, batch))
+    return batch
+
+  def __getattr__(self, name):  # get_state, set_state, metrics, close
+    return getattr(self.batches, name)
+
+
+def test_train_with_device_degradation_steps_on_the_stage_outputs(tmp_path):
+  """data.degrade_on="device": the run steps on LQ clips equal to the device stage (and the
+  codec) applied directly to the examples' drawn plans."""
+  from seedvr2_jax.data import batching
+  config = tiny(total_steps=2)
+  config.data.degrade_on = "device"
+  recorded = []
+  run = loop.train(config, str(tmp_path),
+                   lambda run: recorded.append(_Recorded(data.from_config(run))) or recorded[0])
+  assert int(run.state.step) == 2 and len(recorded[0].seen) == 2
+  examples = batching.make_batches(config.data, batch_size=2, seed=config.seed,
+                                   process_index=0, process_count=1).examples
+  degrade = recorded[0].finish  # the run's degrade_jax.Degrader (its compiled program)
+  for step, delivered in enumerate(recorded[0].seen):
+    drawn = jax.tree.map(lambda *a: np.stack(a), *[examples(2 * step + i) for i in range(2)])
+    assert {"plan", "video"} <= drawn.keys() and "lq" not in drawn
+    direct = degrade({k: drawn[k] for k in ("hq", "plan", "video")})
+    assert direct["lq"].shape == (2, 5, 16, 16, 3) and direct["lq"].dtype == np.uint8
+    np.testing.assert_array_equal(delivered["hq"], direct["hq"])
+    np.testing.assert_array_equal(delivered["lq"], direct["lq"])
+
+
 def test_train_command_rejects_a_workdir_of_other_data(tmp_path, capsys):
   loop.train(tiny(total_steps=2), str(tmp_path), synthetic())
   capsys.readouterr()
@@ -506,22 +597,26 @@ def test_apt_generator_step_sees_the_frozen_discriminator():
 
 
 def test_apt_sequential_discriminator_step_equals_the_batched_one():
-  """`apt.d_sequential` (the D step's four sample groups one at a time, for memory) gives the
-  batched D loss terms and gradient."""
+  """`apt.d_sequential` (the D step's four sample groups one at a time, for memory, reusing the
+  G step's D(real) and D(fake) logits) gives the batched D loss terms and gradient."""
   run = loop.build(tiny_apt(total_steps=4))
   d = run.objective.disc
   batch = next(data.SyntheticMoments(run.mesh, 2, LATENT_THW))
   keys = jax.random.split(jax.random.key(3), 5)
   batch = run.objective.prepare(run.frozen, batch, keys[0])
-  fake = jax.random.normal(keys[1], batch["hq"].shape)
+  noise = jax.random.normal(keys[1], batch["hq"].shape)
   t_b = adv.sample_discriminator_timesteps(keys[2], 2, adv.TIMESTEP_SHIFT_VIDEO)
   d_noise = jax.random.normal(keys[3], batch["hq"].shape)
 
+  d_params = run.state.params["discriminator"]
+  _, (_, x0, clean_logits) = jax.jit(lambda g_params: apt.generator_loss(
+      run.objective.dit.merge(g_params), d.merge(d_params), batch, noise, t_b, d_noise,
+      apt.APTConfig()))(run.state.params["dit"])
+
   def d_step(sequential: bool):
-    cfg = apt.APTConfig(d_sequential=sequential)
-    return jax.jit(lambda p: apt.discriminator_grads(d.graphdef, p, d.rest, batch, fake, t_b,
-                                                     d_noise, keys[4], cfg))(
-                                                         run.state.params["discriminator"])
+    return jax.jit(lambda p: apt.discriminator_grads(
+        d.graphdef, p, d.rest, batch, x0, t_b, d_noise, keys[4],
+        apt.APTConfig(d_sequential=sequential), clean_logits, d.params_sharding))(d_params)
 
   (loss_b, metrics_b), grads_b = d_step(False)
   (loss_s, metrics_s), grads_s = d_step(True)
@@ -587,6 +682,23 @@ def test_regression_objective_fits_the_one_step_prediction(tmp_path):
   logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   losses = [r["loss"] for r in logged]
   assert len(losses) == 12 and np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+
+
+def test_bf16_first_moment_trains(tmp_path):
+  """optim.mu_dtype="bfloat16": AdamW keeps its first moment in bfloat16 (the second in
+  float32) and the one-step regression still learns."""
+  config = tiny(objective="regression", total_steps=12, log_every=1, ema_decay=0.0)
+  config.model.update(num_layers=2, mm_layers=1)
+  config.optim.mu_dtype = "bfloat16"
+  run = loop.train(config, str(tmp_path), synthetic())
+  adam = run.state.opt_state["dit"][1][0]
+  assert {x.dtype for x in jax.tree.leaves(adam.mu)} == {jnp.dtype(jnp.bfloat16)}
+  assert {x.dtype for x in jax.tree.leaves(adam.nu)} == {jnp.dtype(jnp.float32)}
+  losses = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")]
+  assert len(losses) == 12 and np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+  config.optim.name = "rmsprop"
+  with pytest.raises(ConfigError, match="needs adamw"):
+    loop.build(config)
 
 
 def _apt_draws(run, batch):

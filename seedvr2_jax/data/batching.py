@@ -1,6 +1,7 @@
 """Training batches with Grain, from the sources of data/sources.py: bucketed random crops of
 clips, degraded on the fly (or precomputed latents), one shard per host, worker processes,
-resumable, delivered as global jax.Arrays.
+resumable, delivered as global jax.Arrays. `degrade_on="device"`: the workers only draw the
+degradation and this process applies it on its devices (data/degrade_jax.py) before delivery.
 
 Step s of every host uses bucket `schedule.bucket(s)` (frames, height, width; data/bucketing.py),
 a function of (seed, s) alone, so all hosts agree on the shapes of every step without talking.
@@ -35,7 +36,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from seedvr2_jax.data import bucketing, degradations, resize, sources
+from seedvr2_jax.data import bucketing, degrade_jax, degradations, resize, sources
 from seedvr2_jax.errors import ConfigError, InputError
 from seedvr2_jax.parallel.mesh import BATCH_AXES
 
@@ -58,6 +59,10 @@ def default_config() -> ml_collections.ConfigDict:
       frame_stride=1,  # take every k-th frame
       resize=False,  # False: crop at native size; True: downscale to the nearest-aspect bucket
       degradation=degradations.DEFAULT_PRESET,  # preset of data/degradations.py
+      # "host": the whole degradation in numpy where examples are made (workers). "device":
+      # workers draw its parameters; blur, resize, noise and JPEG run on this process's devices
+      # (data/degrade_jax.py), the video codec round trip back on the host.
+      degrade_on="host",
       scale=4,  # HQ / LQ size
       # True: each host indexes and reads only its shard of the sources (I/O spread over hosts;
       # a batch depends on the host count). False: every host indexes every source and a batch
@@ -99,11 +104,13 @@ def bucket_streams(members: Sequence[Sequence[list]], weights: Sequence[float], 
 
 class PixelExample:
   """(clip, (t, h, w) bucket, rng) -> {"hq", "lq"}: temporal + spatial crop (after the `resize`
-  downscale), then the degradation, all drawn from rng."""
+  downscale), then the degradation, all drawn from rng. `on_device`: {"hq", "plan", "video"},
+  the degradation drawn for `degrade_jax.Degrader` to apply."""
 
   def __init__(self, stride: int, resize_to_bucket: bool,
-               degradation: ml_collections.ConfigDict):
+               degradation: ml_collections.ConfigDict, on_device: bool = False):
     self.stride, self.resize, self.degradation = stride, resize_to_bucket, degradation
+    self.on_device = on_device
 
   def __call__(self, clip: sources.Clip, bucket_thw: tuple[int, int, int],
                rng: np.random.Generator) -> dict:
@@ -121,6 +128,8 @@ class PixelExample:
     top = int(rng.integers(frames.shape[1] - h + 1))
     left = int(rng.integers(frames.shape[2] - w + 1))
     hq = np.ascontiguousarray(frames[:, top:top + h, left:left + w])
+    if self.on_device:
+      return {"hq": hq, **degrade_jax.draw(self.degradation, rng, hq)}
     return {"hq": hq, "lq": degradations.degrade_clip(hq, self.degradation, rng)}
 
 
@@ -188,11 +197,13 @@ def global_batch(host_batch: dict, mesh: jax.sharding.Mesh) -> dict:
 
 class Batches:
   """Iterator of batches: `next()` -> dict (host numpy, or global arrays with a mesh);
-  `get_state()` -> {"step": s}; `set_state(state)` resumes at that step."""
+  `get_state()` -> {"step": s}; `set_state(state)` resumes at that step. `finish`, if given,
+  completes each host batch (the device degradation) before it is delivered."""
 
   def __init__(self, examples: Examples, cfg: ml_collections.ConfigDict,
-               mesh: jax.sharding.Mesh | None, skipped_at_index: int):
-    self.examples, self.cfg, self.mesh = examples, cfg, mesh
+               mesh: jax.sharding.Mesh | None, skipped_at_index: int,
+               finish: Callable[[dict], dict] | None = None):
+    self.examples, self.cfg, self.mesh, self.finish = examples, cfg, mesh, finish
     self.step, self.decode_failures, self.skipped_at_index = 0, 0, skipped_at_index
     self._it = None
 
@@ -222,6 +233,8 @@ class Batches:
     batch = next(self._it)
     self.step += 1
     self.decode_failures += int(batch.pop("skipped").sum())
+    if self.finish is not None:
+      batch = self.finish(batch)
     return batch if self.mesh is None else global_batch(batch, self.mesh)
 
   def get_state(self) -> dict:
@@ -266,6 +279,9 @@ def make_batches(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int,
   if stride < 1:
     raise ConfigError(f"data.frame_stride={stride} must be >= 1")
   buckets = bucketing.check_buckets(cfg.buckets, cfg.scale)
+  if cfg.degrade_on not in ("host", "device"):
+    raise ConfigError(f"data.degrade_on={cfg.degrade_on!r}: choose 'host' or 'device'")
+  on_device = cfg.degrade_on == "device"
   degradation = degradations.override(degradations.preset(cfg.degradation),
                                       {"scale": int(cfg.scale)})
   opened = sources.open_sources(cfg.sources, tfds_data_dir=cfg.tfds_data_dir or None, **shard)
@@ -300,9 +316,10 @@ def make_batches(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int,
   streams = bucket_streams(members, [w for _, w in opened], seed, used, describe)
   schedule = bucketing.BucketSchedule(stages, seed)
   examples = Examples(streams, schedule, buckets, batch_size // pc, seed, pi, pc,
-                      PixelExample(stride, bool(cfg.resize), degradation))
+                      PixelExample(stride, bool(cfg.resize), degradation, on_device))
   skipped = sum(len(source.skipped) for source, _ in opened)
-  return Batches(examples, cfg, mesh, skipped)
+  return Batches(examples, cfg, mesh, skipped,
+                 degrade_jax.Degrader(degradation) if on_device else None)
 
 
 def _latent_batches(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int, mesh,

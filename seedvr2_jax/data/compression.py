@@ -32,10 +32,10 @@ _LUMA_TABLE = np.array([
 _CHROMA_TABLE = np.full(64, 99, np.float32)
 _CHROMA_TABLE[[0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 24, 25]] = (
     17, 18, 24, 47, 18, 21, 26, 66, 24, 26, 56, 47, 66)
-_RGB_TO_YCC = np.array([[0.299, 0.587, 0.114],
+RGB_TO_YCC = np.array([[0.299, 0.587, 0.114],
                         [-0.168735892, -0.331264108, 0.5],
                         [0.5, -0.418687589, -0.081312411]], np.float32)
-_YCC_TO_RGB = np.linalg.inv(_RGB_TO_YCC.astype(np.float64)).astype(np.float32)
+YCC_TO_RGB = np.linalg.inv(RGB_TO_YCC.astype(np.float64)).astype(np.float32)
 
 
 def _dct_matrix() -> np.ndarray:
@@ -46,7 +46,7 @@ def _dct_matrix() -> np.ndarray:
   return d.astype(np.float32)
 
 
-_DCT = _dct_matrix()
+DCT = _dct_matrix()
 
 
 def quant_tables(quality_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -65,14 +65,14 @@ def _blocks_roundtrip(plane_nhw: np.ndarray, table_n88: np.ndarray) -> np.ndarra
   with one (8, 8) table per plane; returns the decoded samples, rounded and clamped to 8 bits.
   Each 1-D transform is one large matmul (the block axes stay where they are)."""
   n, h, w = plane_nhw.shape
-  x = (plane_nhw.reshape(-1, 8) - 128.0) @ _DCT.T  # along rows of each block
+  x = (plane_nhw.reshape(-1, 8) - 128.0) @ DCT.T  # along rows of each block
   x = x.reshape(n, h // 8, 8, w // 8, 8)
-  coef = np.tensordot(_DCT, x, axes=([1], [2]))  # along columns: (8 u, N, H/8, W/8, 8 v)
+  coef = np.tensordot(DCT, x, axes=([1], [2]))  # along columns: (8 u, N, H/8, W/8, 8 v)
   table = table_n88.transpose(1, 0, 2)[:, :, None, None, :]
   np.divide(coef, table, out=coef)
   np.rint(coef, out=coef)
   np.multiply(coef, table, out=coef)
-  x = np.tensordot(_DCT.T, coef, axes=([1], [0])) @ _DCT
+  x = np.tensordot(DCT.T, coef, axes=([1], [0])) @ DCT
   x += 128.0
   return _to_8bit(x.transpose(1, 2, 0, 3, 4).reshape(n, h, w))
 
@@ -108,7 +108,7 @@ def jpeg(x_tchw: np.ndarray, quality_t: np.ndarray) -> np.ndarray:
   # Whole 16x16 macroblocks, edges replicated (as libjpeg).
   rgb = np.pad(rgb, ((0, 0), (0, 0), (0, -h % 16), (0, -w % 16)), mode="edge")
   hp, wp = rgb.shape[2:]
-  ycc = (_RGB_TO_YCC @ rgb.reshape(t, 3, hp * wp)).reshape(t, 3, hp, wp)
+  ycc = (RGB_TO_YCC @ rgb.reshape(t, 3, hp * wp)).reshape(t, 3, hp, wp)
   c = ycc[:, 1:]
   chroma = 0.25 * (c[..., 0::2, 0::2] + c[..., 1::2, 0::2] + c[..., 0::2, 1::2]
                    + c[..., 1::2, 1::2]) + 128.0
@@ -118,7 +118,7 @@ def jpeg(x_tchw: np.ndarray, quality_t: np.ndarray) -> np.ndarray:
                              np.repeat(chroma_table, 2, axis=0)) - 128.0
   chroma = _upsample2(_upsample2(chroma, 1), 2)[:, :h, :w].reshape(t, 2, h, w)
   ycc_out = np.concatenate([y[:, None], chroma], axis=1)
-  rgb_out = (_YCC_TO_RGB @ ycc_out.reshape(t, 3, h * w)).reshape(t, 3, h, w)
+  rgb_out = (YCC_TO_RGB @ ycc_out.reshape(t, 3, h * w)).reshape(t, 3, h, w)
   return _to_8bit(rgb_out) / np.float32(255)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-_GRAY = np.array([0.2989, 0.587, 0.114], np.float32)  # torchvision rgb_to_grayscale
+GRAY = np.array([0.2989, 0.587, 0.114], np.float32)  # torchvision rgb_to_grayscale
 _EXACT_POISSON_BELOW = 25.0
 
 
@@ -49,7 +49,7 @@ def poisson(x_tchw: np.ndarray, scale_t: np.ndarray, gray: bool,
             rngs: Sequence[np.random.Generator]) -> np.ndarray:
   """Shot noise of the 8-bit-rounded image (or its luma if gray, shared by R, G and B) times
   `scale`. Returns (T, 3 or 1, H, W) float32 to add to x."""
-  img = np.tensordot(x_tchw, _GRAY, axes=([1], [0]))[:, None] if gray else x_tchw
+  img = np.tensordot(x_tchw, GRAY, axes=([1], [0]))[:, None] if gray else x_tchw
   img8 = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
   img = img8.astype(np.float32) / 255
   vals = _levels(img8).astype(np.float32)

@@ -50,6 +50,13 @@ def bit_depth(pix_fmt: str) -> int:
   return av.VideoFormat(pix_fmt).components[0].bits
 
 
+def size_multiples(pix_fmt: str) -> tuple[int, int]:
+  """(h, w) multiples that frame sizes of `pix_fmt` need: (2, 2) for 4:2:0, (1, 2) for 4:2:2,
+  (1, 1) without chroma subsampling."""
+  components = av.VideoFormat(pix_fmt, 4, 4).components
+  return (max(4 // c.height for c in components), max(4 // c.width for c in components))
+
+
 def video_format(path: str, codec: str | None = None, pix_fmt: str | None = None) -> VideoFormat:
   """The format of video output `path` (by extension); InputError if the container cannot hold
   `codec`, or the encoder (in this PyAV build) lacks it or `pix_fmt`."""

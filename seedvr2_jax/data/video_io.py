@@ -173,8 +173,8 @@ class VideoWriter:
 
   def _open(self, width: int, height: int) -> None:
     fmt = self.format
-    chroma = av.VideoFormat(fmt.pix_fmt, width, height).components[-1]
-    if (chroma.width != width and width % 2) or (chroma.height != height and height % 2):
+    multiple_h, multiple_w = video_formats.size_multiples(fmt.pix_fmt)
+    if height % multiple_h or width % multiple_w:
       raise InputError(f"{fmt.pix_fmt} needs even frame sizes, got {width}x{height} (use "
                        f"--pix-fmt yuv444p, or a PNG folder)")
     self._container = av.open(self.tmp, mode="w", format=fmt.muxer)

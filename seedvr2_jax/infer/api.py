@@ -23,7 +23,7 @@ from seedvr2_jax.infer import clips, preprocess, restore
 from seedvr2_jax.infer.options import RestoreOptions
 
 # Options that choose the models and devices: set by `load`, not per call.
-LOAD_FIELDS = ("checkpoint", "dtype", "sequence_parallel")
+LOAD_FIELDS = ("checkpoint", "dtype", "dit_weights", "sequence_parallel")
 SIZE_FIELDS = ("resolution", "short_side", "scale")
 
 

@@ -82,7 +82,10 @@ class ExecutableStore:
         warnings.warn(f"recompiling {path}: cannot load it ({type(e).__name__}: {e})")
     compiled = lower().compile()
     self.compiled += 1
-    os.makedirs(self.directory, exist_ok=True)
-    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
-      pickle.dump(serialize_executable.serialize(compiled), f)
+    try:
+      os.makedirs(self.directory, exist_ok=True)
+      with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        pickle.dump(serialize_executable.serialize(compiled), f)
+    except OSError as e:  # the store only saves time: a read-only cache must not stop a run
+      warnings.warn(f"compiled program not kept: cannot write {path} ({e.strerror or e})")
     return compiled

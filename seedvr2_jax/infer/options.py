@@ -12,6 +12,9 @@ from seedvr2_jax.errors import ConfigError
 
 COLORFIX_MODES = ("wavelet", "adain", "none")
 DTYPES = ("auto", "bfloat16", "float32")
+# How the DiT blocks' Linear kernels are held: as loaded, or weight-only int8 / fp8 (e4m3)
+# with per-output-channel scales, dequantised at use (`models/dit/quantize.py`).
+DIT_WEIGHTS = ("native", "int8", "fp8")
 # pad: reflect-pad to the model's multiple of 16 and crop back (exact output size); crop: the
 # official centre crop to /16 (parity runs).
 SIZE_MODES = ("pad", "crop")
@@ -41,6 +44,8 @@ class RestoreOptions:
   colorfix: one of COLORFIX_MODES ("wavelet" is the official one).
   seed: the posterior and initial noise of clip i are drawn from fold_in(key(seed), i).
   dtype: one of DTYPES; "auto" is bfloat16 on GPU and TPU, float32 elsewhere.
+  dit_weights: one of DIT_WEIGHTS; "int8" and "fp8" hold the DiT blocks' kernels in a quarter
+    (float32) or half (bfloat16) of the native bytes.
   clip_frames, clip_overlap: clips of this many frames cross-faded over at least this many
     (None: the whole video as one clip, as the official code); max_frames: only the first N.
   encode_chunk, decode_chunk: VAE chunks (frames, a multiple of 4 / latent frames; None: one
@@ -68,6 +73,7 @@ class RestoreOptions:
   colorfix: str = "wavelet"
   seed: int = 666
   dtype: str = "auto"
+  dit_weights: str = "native"
   clip_frames: int | None = None
   clip_overlap: int = 8
   max_frames: int | None = None
@@ -100,7 +106,8 @@ class RestoreOptions:
                         f"{COLORFIX_MODES}")
     for name, value, choices in (("size mode", self.size_mode, SIZE_MODES),
                                  ("scene cut mode", self.scene_cuts, SCENE_CUTS),
-                                 ("offload mode", self.offload, OFFLOAD_MODES)):
+                                 ("offload mode", self.offload, OFFLOAD_MODES),
+                                 ("DiT weight format", self.dit_weights, DIT_WEIGHTS)):
       if value not in choices:
         raise ConfigError(f"unknown {name} {value!r}; expected one of {choices}")
     if self.dtype not in DTYPES:

@@ -27,7 +27,7 @@ from seedvr2_jax.data import video_formats, video_io
 from seedvr2_jax.errors import InputError
 from seedvr2_jax.infer import clips, one_step, parts, preprocess, scenes
 from seedvr2_jax.infer.options import RestoreOptions
-from seedvr2_jax.models.dit import window_plan
+from seedvr2_jax.models.dit import quantize, window_plan
 from seedvr2_jax.models.dit.flops import token_grid
 from seedvr2_jax.parallel import mesh as mesh_lib
 from seedvr2_jax.utils import atomic, background
@@ -67,6 +67,19 @@ def output_bits(path: str, kind: str, options: RestoreOptions) -> int:
   if options.png_bits not in video_io.PNG_BITS:
     raise InputError(f"--png-bits must be 8 or 16, got {options.png_bits}")
   return options.png_bits
+
+
+def even_video_size(size: tuple[int, int], path: str, options: RestoreOptions,
+                    log) -> tuple[int, int]:
+  """`size` rounded up to the multiples the output's pixel format needs (4:2:0 video: even
+  sides), with a note when that changes it."""
+  pix_fmt = video_formats.video_format(path, options.codec, options.pix_fmt).pix_fmt
+  multiples = video_formats.size_multiples(pix_fmt)
+  fitted = tuple(-(-s // m) * m for s, m in zip(size, multiples))
+  if fitted != tuple(size):
+    log(f"note: output {size[1]}x{size[0]} rounded up to {fitted[1]}x{fitted[0]} ({pix_fmt} "
+        f"needs sides that are multiples of {multiples[1]}x{multiples[0]})")
+  return fitted
 
 
 def resolve_dtype(dtype: str) -> str:
@@ -181,11 +194,14 @@ class Session:
 
 def load_session(options: RestoreOptions, log=print, models=None) -> Session:
   """The devices of `options.sequence_parallel` and the models of `options.checkpoint` (or the
-  given (dit, vae, text embedding))."""
+  given (dit, vae, text embedding)), the DiT's block kernels as `options.dit_weights` says."""
   mesh = device_mesh(options.sequence_parallel)
   log(f"devices: {jax.device_count()} ({1 if mesh is None else mesh.shape['data']} clip(s) at a "
       f"time, each on {1 if mesh is None else mesh.shape['sequence']} device(s))")
   dit, vae, txt = models or load_models(options.checkpoint, resolve_dtype(options.dtype), log)
+  if options.dit_weights != "native":
+    dit = quantize.quantize_model(dit, options.dit_weights)
+    log(f"DiT block kernels held as {options.dit_weights} (weight-only, dequantised at use)")
   return Session(dit, vae, txt, mesh)
 
 
@@ -229,6 +245,8 @@ def restore_media(input_path: str, output_path: str, options: RestoreOptions = R
   size = preprocess.output_size(info.height, info.width, resolution=options.resolution,
                                 short_side=options.short_side, scale=options.scale)
   bits = output_bits(output_path, kind, options)
+  if kind == "video" and options.size_mode == "pad":
+    size = even_video_size(size, output_path, options, log)
   cuts = ()
   if options.scene_cuts == "auto":  # a pre-pass decoding the input (docs/restore_io.md)
     start = time.perf_counter()

@@ -41,7 +41,7 @@ from seedvr2_jax.parallel.sharding import ACT_BATCH, ACT_EMBED, ACT_HEADS, ACT_T
 # APT's taps of its 36-block model (1-based), the reference for other depths.
 APT_LAYERS, APT_DEPTH = (16, 26, 36), 36
 # Config fields a discriminator trunk may change relative to its generator.
-NUMERICS = ("dtype", "attention_backend", "round_qkv_bf16", "remat")
+NUMERICS = ("dtype", "attention_backend", "round_qkv_bf16", "remat", "remat_names")
 
 
 def default_head_layers(cfg: NaDiTConfig) -> tuple[int, ...]:

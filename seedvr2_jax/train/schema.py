@@ -39,10 +39,12 @@ def _fields(dataclass_instance) -> ml_collections.ConfigDict:
 
 
 def optimizer(lr: float) -> ml_collections.ConfigDict:
-  """AdamW (or RMSProp) with warm-up, a schedule and global-norm clipping (train/optim.py)."""
+  """AdamW (or RMSProp) with warm-up, a schedule and global-norm clipping (train/optim.py);
+  `mu_dtype` is the dtype of AdamW's first moment (bfloat16 halves it)."""
   return ml_collections.ConfigDict(dict(name="adamw", lr=lr, end_lr=0.0, warmup_steps=0,
                                         schedule="constant", clip_norm=1.0, b1=0.9, b2=0.999,
-                                        eps=1e-8, weight_decay=0.01, rmsprop_decay=0.9))
+                                        eps=1e-8, weight_decay=0.01, rmsprop_decay=0.9,
+                                        mu_dtype="float32"))
 
 
 def base_config(model: ml_collections.ConfigDict,

@@ -22,7 +22,7 @@ from seedvr2_jax.train.state import split_model
 
 # Config fields that a run may set differently from the checkpoint it starts from.
 _DIT_NUMERICS = ("param_dtype", "dtype", "attention_backend", "round_qkv_bf16", "remat",
-                 "scan_layers")
+                 "remat_names", "scan_layers")
 _VAE_NUMERICS = ("param_dtype", "dtype")
 
 

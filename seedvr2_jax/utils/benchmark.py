@@ -41,22 +41,28 @@ def peak_memory_gb() -> float:
   return (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0) / 1e9
 
 
-def device_time_by_op(fn, *args, top: int = 15) -> dict[str, float]:
-  """Runs `fn(*args)` once under the JAX profiler; returns milliseconds of device (GPU/TPU) time
-  per HLO op name without its numeric suffix (e.g. "cudnn-conv-bias-activation"), largest first
-  (ops XLA groups into a CUDA graph appear as one "command_buffer" entry each)."""
-  with tempfile.TemporaryDirectory() as trace_dir:
+def device_time_by_op(run, *, top: int = 15, trace_dir: str | None = None) -> dict[str, float]:
+  """Runs `run()` (its outputs waited for) once under the JAX profiler; returns milliseconds of
+  device (GPU/TPU) time per HLO op name without its numeric suffix (e.g.
+  "cudnn-conv-bias-activation"), largest first (ops XLA groups into a CUDA graph appear as one
+  "command_buffer" entry each). The trace stays in `trace_dir` (TensorBoard / Perfetto) when
+  given."""
+  with tempfile.TemporaryDirectory() as scratch:
+    trace_dir = trace_dir or scratch
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
-      jax.block_until_ready(fn(*args))
-    path, = glob.glob(os.path.join(trace_dir, "plugins", "profile", "*", "perfetto_trace.json.gz"))
+      jax.block_until_ready(run())
+    path = max(glob.glob(os.path.join(trace_dir, "plugins", "profile", "*",
+                                      "perfetto_trace.json.gz")), key=os.path.getmtime)
     with gzip.open(path) as f:
       return op_times_from_trace(json.load(f)["traceEvents"], top)
 
 
 def op_times_from_trace(events: list[dict], top: int) -> dict[str, float]:
-  """Chrome-trace events -> {HLO op: total ms} over the processes named "/device:..."."""
-  devices = {e["pid"] for e in events
-             if e.get("name") == "process_name" and e["args"]["name"].startswith("/device:")}
+  """Chrome-trace events -> {HLO op: total ms} over the processes named "/device:..."; on a
+  trace without devices (the CPU backend) over the host's XLA ops."""
+  processes = {e["pid"]: e["args"]["name"] for e in events if e.get("name") == "process_name"}
+  devices = ({pid for pid, name in processes.items() if name.startswith("/device:")}
+             or set(processes))
   totals = collections.Counter()
   for e in events:
     if e.get("ph") == "X" and e["pid"] in devices and "hlo_op" in e.get("args", {}):

@@ -21,10 +21,14 @@ from seedvr2_jax.ops import attention as attention_lib
 
 VARIANTS = ("3b", "7b")
 MLP_TYPES = ("swiglu", "normal")
-# `remat` -> the jax.checkpoint policy of every block in the backward pass (None: no remat;
-# "full" saves nothing and recomputes the block, "dots" keeps matmul outputs).
-REMAT_POLICIES = {"none": None, "full": jax.checkpoint_policies.nothing_saveable,
-                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+# Block activations tagged with `jax.ad_checkpoint.checkpoint_name`: the qkv projection
+# (window_attention.py), the attention output before and after its output projection, the MLP's
+# input projections and its output (layers.py).
+CHECKPOINT_NAMES = ("qkv", "attention", "attn_out", "mlp_in", "mlp_out")
+# `remat`: how every block is rematerialised in the backward pass (`NaDiTConfig.remat_policy`):
+# "none" keeps every activation, "full" saves nothing and recomputes the block, "dots" keeps
+# matmul outputs, "names" keeps the activations tagged with the names in `remat_names`.
+REMAT_POLICIES = ("none", "full", "dots", "names")
 _RMS_NORMS = ("fusedrms", "rms")
 
 
@@ -84,8 +88,10 @@ class NaDiTConfig:
   dtype: str = "float32"
   attention_backend: str = "auto"
   round_qkv_bf16: bool = False
-  # Training: rematerialise each block's activations in the backward pass (`REMAT_POLICIES`).
+  # Training: rematerialise each block's activations in the backward pass (`REMAT_POLICIES`);
+  # with remat="names" the tagged activations in `remat_names` (`CHECKPOINT_NAMES`) are saved.
   remat: str = "none"
+  remat_names: Any = CHECKPOINT_NAMES
   # Training: run repeating block pairs under lax.scan (`nadit.scan_segments`); same values.
   scan_layers: bool = False
 
@@ -99,7 +105,13 @@ class NaDiTConfig:
                         f"expected one of {attention_lib.BACKENDS}")
     if self.remat not in REMAT_POLICIES:
       raise ConfigError(f"unknown remat policy {self.remat!r}; expected one of "
-                        f"{tuple(REMAT_POLICIES)}")
+                        f"{REMAT_POLICIES}")
+    remat_names = (self.remat_names,) if isinstance(self.remat_names, str) else tuple(
+        self.remat_names)
+    unknown = sorted(set(remat_names) - set(CHECKPOINT_NAMES))
+    if unknown:
+      raise ConfigError(f"unknown remat_names {unknown}; expected some of {CHECKPOINT_NAMES}")
+    object.__setattr__(self, "remat_names", remat_names)
     if self.rope_type not in (None, *rope_lib.ROPE_KINDS):
       raise ConfigError(f"unknown rope_type {self.rope_type!r}")
     window = _per_layer_windows(self.window, self.num_layers)
@@ -115,6 +127,14 @@ class NaDiTConfig:
       object.__setattr__(self, "rope_dim", self.head_dim // 2)
     if self.rotated_channels > self.head_dim:
       raise ConfigError(f"RoPE rotates {self.rotated_channels} channels > head_dim {self.head_dim}")
+
+  @property
+  def remat_policy(self):
+    """The jax.checkpoint policy of `remat` (None: no rematerialisation)."""
+    policies = jax.checkpoint_policies
+    return {"none": None, "full": policies.nothing_saveable,
+            "dots": policies.dots_with_no_batch_dims_saveable,
+            "names": policies.save_only_these_names(*self.remat_names)}[self.remat]
 
   # Derived sizes.
   @property

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from seedvr2_jax.models.dit.config import NaDiTConfig
 from seedvr2_jax.parallel.sharding import ACT_BATCH, ACT_MLP, constrain
@@ -122,8 +123,11 @@ class SwiGLUMLP(nnx.Module):
     self.proj_out = dense(cfg, h, d, (MLP, EMBED), use_bias=False, rngs=rngs)
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    hidden = jax.nn.silu(self.proj_in_gate(x)) * self.proj_in(x)
-    return self.proj_out(constrain(hidden, ACT_BATCH, *(None,) * (x.ndim - 2), ACT_MLP))
+    gate, value = (checkpoint_name(p(x), "mlp_in") for p in (self.proj_in_gate, self.proj_in))
+    hidden = jax.nn.silu(gate) * value
+    return checkpoint_name(
+        self.proj_out(constrain(hidden, ACT_BATCH, *(None,) * (x.ndim - 2), ACT_MLP)),
+        "mlp_out")
 
 
 class GeluMLP(nnx.Module):
@@ -135,8 +139,10 @@ class GeluMLP(nnx.Module):
     self.proj_out = dense(cfg, h, d, (MLP, EMBED), rngs=rngs)
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    hidden = jax.nn.gelu(self.proj_in(x), approximate=True)
-    return self.proj_out(constrain(hidden, ACT_BATCH, *(None,) * (x.ndim - 2), ACT_MLP))
+    hidden = jax.nn.gelu(checkpoint_name(self.proj_in(x), "mlp_in"), approximate=True)
+    return checkpoint_name(
+        self.proj_out(constrain(hidden, ACT_BATCH, *(None,) * (x.ndim - 2), ACT_MLP)),
+        "mlp_out")
 
 
 def make_mlp(cfg: NaDiTConfig, rngs: nnx.Rngs) -> nnx.Module:

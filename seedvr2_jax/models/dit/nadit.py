@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from seedvr2_jax.models.dit import layers
+from seedvr2_jax.models.dit import layers, quantize
 from seedvr2_jax.models.dit.block import NaMMSRTransformerBlock, residual_streams
-from seedvr2_jax.models.dit.config import REMAT_POLICIES, NaDiTConfig
+from seedvr2_jax.models.dit.config import NaDiTConfig
 from seedvr2_jax.models.dit.window_attention import build_context
 
 
@@ -54,12 +54,20 @@ def _cut_after(segments: list[tuple[int, int]], taps: Sequence[int]) -> list[tup
   return out
 
 
-def _cast_linear_params(state: nnx.State, dtype) -> nnx.State:
-  """Linear kernels and biases in `dtype`, the rest unchanged: what nnx.Linear computes with
-  (it casts them to its dtype), so applying the block to the result is bit-identical."""
+def cast_linear_params(state: nnx.State, dtype) -> nnx.State:
+  """Linear kernels and biases in `dtype`, the rest (and quantised kernels, dequantised to the
+  compute dtype at use) unchanged: what nnx.Linear computes with (it casts them to its dtype),
+  so applying the block to the result is bit-identical."""
   def cast(path, x):
-    return x.astype(dtype) if {getattr(k, "key", None) for k in path} & {"kernel", "bias"} else x
-  return jax.tree_util.tree_map_with_path(cast, state)
+    linear = {getattr(k, "key", None) for k in path} & {"kernel", "bias"}
+    return x.astype(dtype) if linear and not quantize.is_quantized(x) else x
+  return jax.tree_util.tree_map_with_path(cast, state, is_leaf=quantize.is_quantized)
+
+
+def stack_states(states: Sequence[nnx.State], stack=jnp.stack) -> nnx.State:
+  """Block states of one graph -> one state with a leading axis over them (`stack`: jnp.stack,
+  or np.stack to stack in host memory)."""
+  return jax.tree.map(lambda *xs: stack(xs), *states)
 
 
 def patchify(vid_bthwc: jnp.ndarray, patch: tuple[int, int, int]) -> jnp.ndarray:
@@ -95,6 +103,17 @@ class PatchOut(nnx.Module):
   def __init__(self, cfg: NaDiTConfig, rngs: nnx.Rngs):
     feat = cfg.vid_out_channels * cfg.patch_size[0] * cfg.patch_size[1] * cfg.patch_size[2]
     self.proj = layers.dense(cfg, cfg.vid_dim, feat, (layers.EMBED, None), rngs=rngs)
+
+
+class BlockStack(nnx.Module):
+  """Blocks [start, stop) as stacked modules for host streaming (`streaming.py`): `modules`
+  holds the block of a single-block range, or the even and odd blocks of a range of repeating
+  pairs, each with a leading axis over its repeats. `NaDiT` runs it as one `lax.scan` that
+  moves one repeat's weights to the device per step."""
+
+  def __init__(self, modules: Sequence[nnx.Module], start: int, stop: int):
+    self.modules = nnx.List(modules)
+    self.start, self.stop = start, stop
 
 
 class NaDiT(nnx.Module):
@@ -172,7 +191,16 @@ class NaDiT(nnx.Module):
     block pairs (`scan_segments`, cut after every tap) is one `lax.scan` over the pairs' stacked
     states: XLA compiles one pair, and under FSDP gathers one pair's weights at a time instead
     of holding many. Linear weights are stacked in `cfg.dtype` (half the copy in bf16;
-    bit-identical, see `_cast_linear_params`)."""
+    bit-identical, see `cast_linear_params`). Host-streamed blocks (`BlockStack`s, made by
+    `streaming.stream_blocks`) run whole: no taps."""
+    if isinstance(self.blocks[0], BlockStack):
+      if stop != self.cfg.num_layers or tap_layers:
+        raise ValueError("host-streamed blocks run all blocks without taps")
+      for stack in self.blocks:
+        graphdefs, states = zip(*(nnx.split(m) for m in stack.modules))
+        x_vid, x_txt = self._scan(graphdefs, states, x_vid, x_txt, emb_bd23, ctx,
+                                  to_device=True)
+      return x_vid, x_txt
     splits = [nnx.split(block) for block in self.blocks[:stop]]
     ranges = [(i, i + 1) for i in range(stop)]
     if self.cfg.scan_layers:
@@ -180,31 +208,42 @@ class NaDiT(nnx.Module):
     dtype = jnp.dtype(self.cfg.dtype)
     for start, end in ranges:
       if end - start == 1:
-        x_vid, x_txt = self._apply(*splits[start], x_vid, x_txt, emb_bd23, ctx)
+        x_vid, x_txt = self._apply(*splits[start], x_vid, x_txt, emb_bd23, ctx, in_scan=False)
       else:
-        pair_graphdefs = (splits[start][0], splits[start + 1][0])
-        stacked = tuple(
-            jax.tree.map(lambda *xs: jnp.stack(xs),
-                         *[_cast_linear_params(splits[i][1], dtype)
-                           for i in range(start + k, end, 2)]) for k in (0, 1))
-
-        def pair(carry, states, graphdefs=pair_graphdefs):
-          for graphdef, state in zip(graphdefs, states):
-            carry = self._apply(graphdef, state, *carry, emb_bd23, ctx)
-          return carry, None
-
-        (x_vid, x_txt), _ = jax.lax.scan(pair, (x_vid, x_txt), stacked)
+        stacked = tuple(stack_states([cast_linear_params(splits[i][1], dtype)
+                                      for i in range(start + k, end, 2)]) for k in (0, 1))
+        x_vid, x_txt = self._scan((splits[start][0], splits[start + 1][0]), stacked, x_vid,
+                                  x_txt, emb_bd23, ctx)
       if end - 1 in tap_layers:
         taps(end - 1, (x_vid, x_txt))
     return x_vid, x_txt
 
-  def _apply(self, graphdef, state, x_vid, x_txt, emb_bd23, ctx):
+  def _scan(self, graphdefs, stacked, x_vid, x_txt, emb_bd23, ctx, *, to_device=False):
+    """`lax.scan` over the leading axis of `stacked` (one state per graph definition), each
+    step applying the blocks in order; `to_device` moves each step's weights to device memory
+    (from host memory) inside the step."""
+    def step(carry, states):
+      if to_device:
+        states = jax.device_put(states, jax.memory.Space.Device)
+      for graphdef, state in zip(graphdefs, states):
+        carry = self._apply(graphdef, state, *carry, emb_bd23, ctx, in_scan=True)
+      return carry, None
+
+    return jax.lax.scan(step, (x_vid, x_txt), tuple(stacked))[0]
+
+  def _apply(self, graphdef, state, x_vid, x_txt, emb_bd23, ctx, *, in_scan: bool):
     """One block given as graph definition and state, rematerialised in the backward pass as
     `cfg.remat` says. jax.checkpoint over the state (not nnx.remat over the module) also works
     when the model is merged outside a transform it then runs in (a frozen teacher or
-    discriminator inside another model's gradient)."""
-    run = lambda s, *args: nnx.merge(graphdef, s)(*args, ctx)
-    policy = REMAT_POLICIES[self.cfg.remat]
+    discriminator inside another model's gradient). Inside `lax.scan` (`in_scan`) the
+    recomputation cannot be merged with the forward pass by CSE anyway, so it goes without
+    jax.checkpoint's optimisation barriers (`prevent_cse=False`, as the JAX docs advise).
+    Quantised kernels (`quantize.py`) are dequantised to `cfg.dtype` here, inside the
+    program."""
+    dtype = jnp.dtype(self.cfg.dtype)
+    run = lambda s, *args: nnx.merge(graphdef, quantize.dequantize(s, dtype))(*args, ctx)
+    policy = self.cfg.remat_policy
     if policy is None:
       return run(state, x_vid, x_txt, emb_bd23)
-    return jax.checkpoint(run, policy=policy)(state, x_vid, x_txt, emb_bd23)
+    return jax.checkpoint(run, policy=policy, prevent_cse=not in_scan)(
+        state, x_vid, x_txt, emb_bd23)

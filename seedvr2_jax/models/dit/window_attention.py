@@ -19,6 +19,7 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from seedvr2_jax.models.dit import layers
 from seedvr2_jax.models.dit import rope as rope_lib
@@ -195,8 +196,9 @@ class NaSwinAttention(nnx.Module):
     """x (B, S, D) -> q, k, v (B, S, H, d) in x's dtype; q/k normalised and rotated; heads over
     "tensor", video tokens over "sequence"."""
     proj = getattr(self.proj_qkv, f"for_{stream}")
-    qkv = constrain(proj(x).reshape(*x.shape[:2], 3, self.heads, self.head_dim), ACT_BATCH,
-                    ACT_TOKENS if stream == "vid" else None, None, ACT_HEADS, None)
+    qkv = checkpoint_name(proj(x), "qkv").reshape(*x.shape[:2], 3, self.heads, self.head_dim)
+    qkv = constrain(qkv, ACT_BATCH, ACT_TOKENS if stream == "vid" else None, None, ACT_HEADS,
+                    None)
     q = getattr(self.norm_q, f"for_{stream}")(qkv[:, :, 0])
     k = getattr(self.norm_k, f"for_{stream}")(qkv[:, :, 1])
     if angles is not None:
@@ -211,6 +213,7 @@ class NaSwinAttention(nnx.Module):
     out_vid, out_txt = window_attention(
         *qkv_vid, *qkv_txt, ctx.txt_len_b, layout=ctx.layouts[self.window_key],
         backend=ctx.backend, round_bf16=ctx.round_qkv_bf16)
-    out_vid = out_vid.reshape(*out_vid.shape[:2], -1)
-    out_txt = out_txt.reshape(*out_txt.shape[:2], -1)
-    return self.proj_out.for_vid(out_vid), self.proj_out.for_txt(out_txt)
+    out_vid = checkpoint_name(out_vid.reshape(*out_vid.shape[:2], -1), "attention")
+    out_txt = checkpoint_name(out_txt.reshape(*out_txt.shape[:2], -1), "attention")
+    return (checkpoint_name(self.proj_out.for_vid(out_vid), "attn_out"),
+            checkpoint_name(self.proj_out.for_txt(out_txt), "attn_out"))

@@ -7,7 +7,8 @@ One jitted step makes both updates (fused), each on its own optimizer:
     constants of G's loss)
       L_G = w_gan RpGAN_G + w_l1 |x0 - hq| + w_fm sum_l |f_l(x0) - sg(f_l(hq))| / layers
   D step: on the same pre-update sample sg(x0), real and fake and their sigma-perturbed copies
-    in one call of 4B samples, or one group at a time (`APTConfig.d_sequential`)
+    in one call of 4B samples, or one group at a time (`APTConfig.d_sequential`; its forward
+    pass reuses the G step's D(real) and D(fake) logits: same parameters, same inputs)
       L_D = w_gan RpGAN_D + w_r1 approx_R1 + w_r2 approx_R2
 Images (one latent frame) use sigma / timestep shift of images, clips those of videos
 (losses/adversarial.py); the clip length is static, so the choice is made at trace time. Both
@@ -28,6 +29,7 @@ from seedvr2_jax.diffusion import condition
 from seedvr2_jax.infer.one_step import predict_x0
 from seedvr2_jax.losses import adversarial as adv
 from seedvr2_jax.models.discriminator import Discriminator
+from seedvr2_jax.parallel.sharding import ACT_BATCH, constrain
 from seedvr2_jax.train import start
 from seedvr2_jax.train.objectives.base import trained
 from seedvr2_jax.train.objectives.diffusion import DiTObjective
@@ -89,8 +91,9 @@ def _score_args(batch: dict, t_b, d_noise) -> tuple:
 
 
 def generator_loss(generator, discriminator, batch: dict, noise, t_b, d_noise, cfg: APTConfig):
-  """(L_G, (metrics, x0)); `discriminator` is a constant here (frozen during the G step).
-  D(hq) is its own call: it does not depend on G, so its backward keeps no residuals."""
+  """(L_G, (metrics, x0, (D(real), D(fake)) logits)); `discriminator` is a constant here
+  (frozen during the G step). D(hq) is its own call: it does not depend on G, so its backward
+  keeps no residuals."""
   hq, lq = batch["hq"].astype(jnp.float32), batch["lq"].astype(jnp.float32)
   x0 = predict_x0(generator, noise, lq, batch["txt_pos"], batch["txt_pos_len"])
   args = _score_args(batch, t_b, d_noise)
@@ -103,7 +106,7 @@ def generator_loss(generator, discriminator, batch: dict, noise, t_b, d_noise, c
   metrics = {"g/gan": gan, "g/l1": l1, "g/feature_matching": fm,
              "d/real_logit_g_step": jnp.mean(real_logits),
              "d/fake_logit_g_step": jnp.mean(fake_logits)}
-  return loss, (metrics, x0)
+  return loss, (metrics, x0, (real_logits, fake_logits))
 
 
 def discriminator_loss(logits: adv.StepLogits, cfg: APTConfig):
@@ -117,14 +120,16 @@ def discriminator_loss(logits: adv.StepLogits, cfg: APTConfig):
 
 
 def discriminator_grads(d_graphdef, d_params, d_rest, batch: dict, fake_x0, t_b, d_noise, key,
-                        cfg: APTConfig):
+                        cfg: APTConfig, clean_logits, grads_sharding=None):
   """((L_D, metrics), dL_D/d_params) on the HQ latent, the (constant) generated sample and
   their sigma-perturbed copies.
 
   Batched (default): the four sample groups in one call of 4B samples. `cfg.d_sequential`: the
-  logits of all four first (forward only), then one group at a time under `lax.scan`, a VJP
-  with that group's logit gradients accumulated: a quarter of the activation memory, for one
-  more forward per group. Equal up to float summation order."""
+  logits of the perturbed groups first (forward only; `clean_logits`, (D(real), D(fake)) at
+  `d_params`, come from the G step), then one group at a time under `lax.scan`, a VJP with that
+  group's logit gradients accumulated into a sum placed as `grads_sharding` (D's parameter
+  shardings; None: left to the compiler): a quarter of the activation memory, for one more
+  forward per perturbed group. Equal up to float summation order."""
   hq = batch["hq"].astype(jnp.float32)
   sigma, _ = _sigma_and_shift(cfg, hq.shape[1])
   args = _score_args(batch, t_b, d_noise)
@@ -134,18 +139,25 @@ def discriminator_grads(d_graphdef, d_params, d_rest, batch: dict, fake_x0, t_b,
     loss_of = lambda p: discriminator_loss(adv.discriminator_step_logits(
         lambda x, *a: logits_of(p, x, *a), hq, fake, sigma, key, *args), cfg)
     return jax.value_and_grad(loss_of, has_aux=True)(d_params)
-  stacked = jnp.stack(adv.step_samples(hq, fake, sigma, key))
-  logits = jax.lax.map(lambda x: logits_of(d_params, x, *args), stacked)
+  # (group, B, ...) with the samples over the batch axes, as a step's batch.
+  groups = lambda x: constrain(x, None, ACT_BATCH)
+  samples = adv.step_samples(hq, fake, sigma, key)
+  stacked = groups(jnp.stack(samples))
+  perturbed = jax.lax.map(lambda x: logits_of(d_params, x, *args),
+                          groups(jnp.stack([samples.real_perturbed, samples.fake_perturbed])))
+  logits = jnp.stack([*map(jax.lax.stop_gradient, clean_logits), *perturbed])
   (loss, metrics), logit_grads = jax.value_and_grad(
       lambda l: discriminator_loss(adv.StepLogits(*l), cfg), has_aux=True)(logits)
+  placed = ((lambda tree: tree) if grads_sharding is None else
+            (lambda tree: jax.lax.with_sharding_constraint(tree, grads_sharding)))
 
   def accumulate(grads, group):
     x, g = group
     _, vjp = jax.vjp(lambda p: logits_of(p, x, *args), d_params)
-    return jax.tree.map(jnp.add, grads, vjp(g)[0]), None
+    return placed(jax.tree.map(jnp.add, grads, vjp(g)[0])), None
 
-  zeros = jax.tree.map(jnp.zeros_like, d_params)
-  grads, _ = jax.lax.scan(accumulate, zeros, (stacked, logit_grads))
+  zeros = placed(jax.tree.map(jnp.zeros_like, d_params))
+  grads, _ = jax.lax.scan(accumulate, zeros, (stacked, groups(logit_grads)))
   return (loss, metrics), grads
 
 
@@ -172,11 +184,11 @@ class APT(DiTObjective):
     frozen_d = self.disc.merge(state.params["discriminator"])
     g_loss_of = lambda p: generator_loss(self.dit.merge(p), frozen_d, inputs, d.noise, d.t_b,
                                          d.d_noise, self.cfg)
-    (g_loss, (g_metrics, x0)), g_grads = jax.value_and_grad(g_loss_of, has_aux=True)(
-        state.params["dit"])
+    (g_loss, (g_metrics, x0, clean_logits)), g_grads = jax.value_and_grad(
+        g_loss_of, has_aux=True)(state.params["dit"])
     (d_loss, d_metrics), d_grads = discriminator_grads(
         self.disc.graphdef, state.params["discriminator"], self.disc.rest, inputs, x0, d.t_b,
-        d.d_noise, d.perturb_key, self.cfg)
+        d.d_noise, d.perturb_key, self.cfg, clean_logits, self.disc.params_sharding)
     return ({**g_metrics, **d_metrics, "loss": g_loss, "d/loss": d_loss},
             {"dit": g_grads, "discriminator": d_grads})
 
