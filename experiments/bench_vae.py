@@ -4,13 +4,15 @@
   python experiments/bench_vae.py --runs encode:21:720x1280:8 decode:21:720x1280:2
   python experiments/bench_vae.py --runs decode:21:720x1280:1 --profile   # + device time per op
   python experiments/bench_vae.py --runs decode:101:720x1280:1 --fold-max-elements 536870912
+  python experiments/bench_vae.py --runs decode:21:1080x1920:1:544x960:64   # tiled, tile-major
 
-A run is MODE:FRAMES:HxW:CHUNK (CHUNK = frames per encode chunk, latents per decode chunk,
-0 = one pass). Each run is its own process, so peak memory is per run. FLOPs are convolution
-and matmul FLOPs counted from a jaxpr (`seedvr2_jax.utils.flops`): `tflop` of the one-pass
-computation (the model's count, the basis of MFU against 989 TFLOP/s, H100/H200 dense bf16) and
-`tflop_run` of the chunked program that runs (its first frame alone needs fewer), the basis of
-the achieved TFLOP/s.
+A run is MODE:FRAMES:HxW:CHUNK[:TILE_HxW[:OVERLAP]] (CHUNK = frames per encode chunk, latents
+per decode chunk, 0 = one pass; TILE, OVERLAP: spatial tiles in pixels, overlap 64 by default).
+Each run is its own process, so peak memory is per run. FLOPs are convolution and matmul FLOPs
+counted from a jaxpr (`seedvr2_jax.utils.flops`): `tflop` of the one-pass computation (the
+model's count, the basis of MFU against 989 TFLOP/s, H100/H200 dense bf16) and `tflop_run` of
+the chunked program that runs (its first frame alone needs fewer), the basis of the achieved
+TFLOP/s.
 """
 
 import argparse
@@ -37,7 +39,10 @@ def run_one(spec: str, iters: int, warmup: int, profile: bool, fold_max: int | N
 
   if fold_max:
     layers.FOLD_MAX_ELEMENTS = fold_max
-  mode, frames, size, chunk = spec.split(":")
+  mode, frames, size, chunk, *tiling = spec.split(":")
+  tiles = {} if not tiling else dict(
+      tile_px=tuple(int(v) for v in tiling[0].split("x")),
+      overlap_px=(int(tiling[1]),) * 2 if len(tiling) > 1 else (64, 64))
   frames, chunk = int(frames), int(chunk) or None
   height, width = (int(v) for v in size.split("x"))
   cfg = vae_config.VAEConfig(dtype="bfloat16", param_dtype="bfloat16")
@@ -47,19 +52,20 @@ def run_one(spec: str, iters: int, warmup: int, profile: bool, fold_max: int | N
   key = jax.random.key(1)
   if mode == "encode":
     x = jax.random.uniform(key, (1, frames, height, width, 3), jnp.bfloat16, -1, 1)
-    fn = lambda s, x, c: codec.encode(nnx.merge(graphdef, s), x, chunk_frames=c)
+    fn = lambda s, x, c, t: codec.encode(nnx.merge(graphdef, s), x, chunk_frames=c, **t)
   else:
     latents = cfg.latent_frames(frames)
     x = jax.random.normal(key, (1, latents, height // 8, width // 8, 16), jnp.bfloat16)
-    fn = lambda s, z, c: codec.decode(nnx.merge(graphdef, s), z, chunk_latents=c)
-  flops = count_flops(lambda s, v: fn(s, v, None), state, x)
-  flops_run = count_flops(lambda s, v: fn(s, v, chunk), state, x)
-  t = time_jitted(lambda s, v: fn(s, v, chunk), state, x, warmup=warmup, iters=iters)
+    fn = lambda s, z, c, t: codec.decode(nnx.merge(graphdef, s), z, chunk_latents=c, **t)
+  flops = count_flops(lambda s, v: fn(s, v, None, {}), state, x)
+  flops_run = count_flops(lambda s, v: fn(s, v, chunk, tiles), state, x)
+  t = time_jitted(lambda s, v: fn(s, v, chunk, tiles), state, x, warmup=warmup, iters=iters)
   if profile:
-    jitted = jax.jit(lambda s, v: fn(s, v, chunk))
+    jitted = jax.jit(lambda s, v: fn(s, v, chunk, tiles))
     jax.block_until_ready(jitted(state, x))
     t["op_ms"] = device_time_by_op(lambda: jitted(state, x))
   return dict(mode=mode, frames=frames, size=f"{width}x{height}", chunk=chunk or 0,
+              tile=":".join(tiling),
               device=jax.devices()[0].device_kind, jax=jax.__version__, **t,
               fps=frames / t["seconds"], tflop=flops / 1e12, tflop_run=flops_run / 1e12,
               tflops=flops_run / t["seconds"] / 1e12,
@@ -103,7 +109,8 @@ def main():
       with open(args.out, "a") as f:
         f.write(json.dumps(rows[-1]) + "\n")
     r = rows[-1]
-    print(f"{r['mode']:6} {r['frames']:>4} {r['size']:>10} chunk {r['chunk']:>2}: "
+    print(f"{r['mode']:6} {r['frames']:>4} {r['size']:>10} chunk {r['chunk']:>2}"
+          f"{' tile ' + r['tile'] if r['tile'] else ''}: "
           f"{r['seconds']:6.3f} s {r['fps']:6.1f} fps {r['tflop']:7.1f} TFLOP (runs "
           f"{r['tflop_run']:.1f}) {r['tflops']:6.1f} TFLOP/s MFU {r['mfu']:6.1%} "
           f"peak {r['peak_gb']:5.1f} GB "

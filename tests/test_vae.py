@@ -15,7 +15,7 @@ from seedvr2_jax.convert import nnx_map
 from seedvr2_jax.convert import vae as vae_convert
 from seedvr2_jax.convert.state_dict import open_state_dict
 from seedvr2_jax.errors import CheckpointError, ConfigError, InputError
-from seedvr2_jax.models.vae import codec, layers, tiling
+from seedvr2_jax.models.vae import autoencoder, codec, layers, tiling
 from seedvr2_jax.models.vae import config as vae_config
 from seedvr2_jax.models.vae.layers import CausalState
 
@@ -111,9 +111,9 @@ def test_tile_weights_partition_unity_and_local_ops_are_exact():
                                     2).mean((3, 5))
   up = lambda v, state: jnp.repeat(jnp.repeat(v, 8, 2), 8, 3)
   z = pool(x, None)
-  np.testing.assert_allclose(tiling.tiled_step(pool, plan, 8, 1)(x, CausalState()), z,
+  np.testing.assert_allclose(tiling.tiled(lambda v: pool(v, None), plan, 8, 1)(x), z,
                              atol=1e-6)
-  np.testing.assert_allclose(tiling.tiled_step(up, plan, 1, 8)(z, CausalState()), up(z, None),
+  np.testing.assert_allclose(tiling.tiled(lambda v: up(v, None), plan, 1, 8)(z), up(z, None),
                              atol=1e-6)
 
 
@@ -158,7 +158,7 @@ def test_conv_stack_tiled_with_its_reach_in_the_margin_equals_untiled(direction)
   for overlap in (exact - 4, exact):
     plan = tiling.tile_plan((24, 32), tile, (overlap, overlap))
     assert plan.count >= 4 and plan.margin == (overlap // 4,) * 2
-    tiled = tiling.tiled_step(step, plan, *scales)(x, CausalState())
+    tiled = tiling.tiled(lambda v: step(v, CausalState()), plan, *scales)(x)
     errors[overlap] = _rel(tiled, untiled)
   assert errors[exact] < 1e-6 and errors[exact - 4] > 1e-3, errors
 
@@ -168,16 +168,90 @@ def test_single_tile_equals_untiled(vae):
   np.testing.assert_array_equal(codec.encode(vae, x, tile_px=(32, 48)), codec.encode(vae, x))
 
 
-def test_tiles_keep_their_own_causal_caches(vae):
-  x = _video(13, 64, 80, seed=3)
-  tiled = dict(tile_px=(32, 48), overlap_px=(16, 16))
-  one = jax.jit(lambda x: codec.encode(vae, x, **tiled))(x)
-  chunked = jax.jit(lambda x: codec.encode(vae, x, chunk_frames=4, **tiled))(x)
-  assert _rel(chunked, one) < 1e-5
-  z = codec.split_moments(one)[0]
-  one = jax.jit(lambda z: codec.decode(vae, z, **tiled))(z)
-  chunked = jax.jit(lambda z: codec.decode(vae, z, chunk_latents=1, **tiled))(z)
-  assert _rel(chunked, one) < 1e-5
+def _chunk_major_tiles(step, plan, in_scale, out_scale):
+  """Reference: the chunk-major tiling that `tiling.tiled` replaced. Wraps a chunk step so that
+  every temporal chunk runs all tiles (each with its own caches, stacked in the carry) and
+  blends them."""
+  th, tw = plan.tile[0] * in_scale, plan.tile[1] * in_scale
+  weights = plan.weights(out_scale)
+
+  def run(x, state):
+    tiles = jnp.stack([x[:, :, y * in_scale:y * in_scale + th, c * in_scale:c * in_scale + tw]
+                       for y, c in plan.origins()])
+
+    def one(args):
+      tile_state = CausalState(args[1])
+      return step(args[0], tile_state), tile_state.next
+
+    ys, state.next = jax.lax.map(one, (tiles, state.prev))
+    out = jnp.zeros((*ys.shape[1:3], *(n * out_scale for n in plan.size), ys.shape[-1]))
+    for (y, c), y_tile, w in zip(plan.origins(), ys, weights):
+      out = out.at[:, :, y * out_scale:y * out_scale + w.shape[0],
+                   c * out_scale:c * out_scale + w.shape[1]].add(y_tile * w[None, None, ..., None])
+    return out.astype(ys.dtype)
+
+  return run
+
+
+# A two-block VAE (2x spatial, 2x temporal): compiles fast and runs every codec path.
+_SMALL_VAE = vae_config.VAEConfig(block_out_channels=(8, 8), layers_per_block=1,
+                                  norm_num_groups=4, temporal_scale_num=1, latent_channels=4)
+_TILES = dict(tile_px=(8, 12), overlap_px=(4, 4))  # of a 16x20 clip: 3 x 2 tiles
+# Encode 7 frames in chunks of 4 (first frame, one full chunk, a remainder of 2); decode 4
+# latents in chunks of 2 (first, one full, a remainder of 1).
+_CLIPS = {"encode": ((1, 7, 16, 20, 3), 4), "decode": ((1, 4, 8, 10, 4), 2)}
+
+
+@pytest.fixture(scope="module")
+def small_vae():
+  return autoencoder.VideoAutoencoder(_SMALL_VAE, nnx.Rngs(0))
+
+
+def _tiled(vae, direction, chunk, *, chunk_major=False):
+  """The tiled encode / decode of `_CLIPS[direction]` (tile-major, or the chunk-major reference),
+  compiled."""
+  shape, _ = _CLIPS[direction]
+  if chunk_major:
+    plan = codec._tile_plan(vae, (8, 10), _TILES["tile_px"], _TILES["overlap_px"])
+    assert plan.count == 6
+    step, scales = ((vae.encode_chunk, (2, 1)) if direction == "encode" else
+                    (vae.decode_chunk, (1, 2)))
+    fn = functools.partial(codec._chunked, _chunk_major_tiles(step, plan, *scales), chunk=chunk)
+  elif direction == "encode":
+    fn = lambda v: codec.encode(vae, v, chunk_frames=chunk, **_TILES)
+  else:
+    fn = lambda v: codec.decode(vae, v, chunk_latents=chunk, **_TILES)
+  return jax.jit(fn).lower(jax.ShapeDtypeStruct(shape, jnp.float32)).compile()
+
+
+@pytest.fixture(scope="module")
+def tiled_decodes(small_vae):
+  chunk = _CLIPS["decode"][1]
+  return {"tile_major": _tiled(small_vae, "decode", chunk),
+          "chunk_major": _tiled(small_vae, "decode", chunk, chunk_major=True)}
+
+
+@pytest.mark.parametrize("direction", ["encode", "decode"])
+def test_tile_major_equals_chunk_major(small_vae, tiled_decodes, direction):
+  """Tile-major tiling, with chunks (and a remainder) and in one pass, equals the chunk-major
+  reference with chunks (fp32: max difference about 1e-6 of the largest value)."""
+  shape, chunk = _CLIPS[direction]
+  x = jnp.asarray(np.random.default_rng(4).uniform(-1, 1, shape), jnp.float32)
+  if direction == "encode":
+    chunked = _tiled(small_vae, direction, chunk)
+    reference = _tiled(small_vae, direction, chunk, chunk_major=True)
+  else:
+    chunked, reference = tiled_decodes["tile_major"], tiled_decodes["chunk_major"]
+  want = np.asarray(reference(x))
+  for got in (chunked(x), _tiled(small_vae, direction, None)(x)):
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_tile_major_decode_needs_less_memory_than_chunk_major(tiled_decodes):
+  """XLA's temporary memory: one tile's caches and output against all six tiles'."""
+  temp = {name: compiled.memory_analysis().temp_size_in_bytes
+          for name, compiled in tiled_decodes.items()}
+  assert temp["tile_major"] < 0.5 * temp["chunk_major"], temp
 
 
 def test_bf16_tracks_float32(official_state_dict, vae_cfg):

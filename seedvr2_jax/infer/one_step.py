@@ -63,7 +63,8 @@ def decode_x0(vae: VideoAutoencoder, x0, options: RestoreOptions):
 def decode_chunk(vae: VideoAutoencoder, x0, caches, options: RestoreOptions):
   """A chunk of DiT-scaled latents and the causal caches of the chunk before it (None: the first
   chunk) -> (pixels (B, T, H, W, 3) float32, the caches of the next chunk). With tiling the
-  chunk is the whole clip, decoded by `decode_x0` (its own chunks inside)."""
+  chunk is the whole clip, decoded by `decode_x0`: tile-major (`tiling.tiled`), each tile
+  through all its chunks with its own caches, so no caches cross the program's boundary."""
   if options.tile is not None:
     return decode_x0(vae, x0, options), {}
   state = CausalState(caches)

@@ -3,11 +3,13 @@
 Chunked mode runs the first frame (the causal head: convs replicate it in front), then
 the full chunks under `lax.scan` with each causal conv's cached frames as the carry, then the
 shorter remainder, so memory does not grow with the number of frames and the result equals the
-one-pass result.
+one-pass result. With spatial tiles, each tile runs through all its chunks before the next
+(`tiling.tiled`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -86,11 +88,11 @@ def encode(vae: VideoAutoencoder, x_bthwc: jnp.ndarray, *, chunk_frames: int | N
   tf, sf = vae.cfg.temporal_factor, vae.cfg.spatial_factor
   if chunk_frames is not None and (chunk_frames <= 0 or chunk_frames % tf):
     raise ConfigError(f"encode chunk_frames={chunk_frames} must be a positive multiple of {tf}")
-  step = vae.encode_chunk
+  run = functools.partial(_chunked, vae.encode_chunk, chunk=chunk_frames)
   plan = _tile_plan(vae, (x_bthwc.shape[2] // sf, x_bthwc.shape[3] // sf), tile_px, overlap_px)
   if plan is not None and plan.count > 1:
-    step = tiling.tiled_step(step, plan, in_scale=sf, out_scale=1)
-  return _chunked(step, x_bthwc, chunk_frames)
+    run = tiling.tiled(run, plan, in_scale=sf, out_scale=1)
+  return run(x_bthwc)
 
 
 def decode(vae: VideoAutoencoder, z_bthwc: jnp.ndarray, *, chunk_latents: int | None = None,
@@ -107,11 +109,11 @@ def decode(vae: VideoAutoencoder, z_bthwc: jnp.ndarray, *, chunk_latents: int | 
                      f"got {z_bthwc.shape}")
   if chunk_latents is not None and chunk_latents <= 0:
     raise ConfigError(f"decode chunk_latents={chunk_latents} must be positive")
-  step = vae.decode_chunk
+  run = functools.partial(_chunked, vae.decode_chunk, chunk=chunk_latents)
   plan = _tile_plan(vae, z_bthwc.shape[2:4], tile_px, overlap_px)
   if plan is not None and plan.count > 1:
-    step = tiling.tiled_step(step, plan, in_scale=1, out_scale=cfg.spatial_factor)
-  return _chunked(step, z_bthwc, chunk_latents)
+    run = tiling.tiled(run, plan, in_scale=1, out_scale=cfg.spatial_factor)
+  return run(z_bthwc)
 
 
 def split_moments(moments: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:

@@ -1,13 +1,15 @@
 """Spatial tiling for frames beyond one device's memory: overlapping tiles, blended linearly.
 
 Tiles all have one size (the last tile of each axis sits flush with the border), so they run as
-one compiled step under `lax.map`, one tile at a time. Each tile keeps its own causal caches, so
-tiling composes with temporal chunking. Outputs are blended with weights that sum to one: a
-tile's outputs within a quarter of the overlap of an inner edge (where its zero padding reaches)
-get weight 0, and the middle half of every overlap is a linear cross-fade, so there is no seam.
-A stack of local ops whose outputs depend on inputs at most a quarter of the overlap away is
-therefore tiled exactly; GroupNorm statistics and the mid-block attention are per tile, which is
-why the VAE's tiled output is close to, not equal to, its untiled output.
+one compiled program under `lax.scan`, one tile at a time. Tiling is tile-major: each tile runs
+through the whole clip (all its temporal chunks, carrying its own causal caches) before the next
+starts, so only one tile's caches and one tile's output are alive besides the blended result.
+Outputs are blended with weights that sum to one: a tile's outputs within a quarter of the
+overlap of an inner edge (where its zero padding reaches) get weight 0, and the middle half of
+every overlap is a linear cross-fade, so there is no seam. A stack of local ops whose outputs
+depend on inputs at most a quarter of the overlap away is therefore tiled exactly; GroupNorm
+statistics and the mid-block attention are per tile, which is why the VAE's tiled output is
+close to, not equal to, its untiled output.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seedvr2_jax.models.vae.layers import CausalState
 from seedvr2_jax.utils import blend
 
 
@@ -60,29 +61,30 @@ def tile_plan(size: tuple[int, int], tile: tuple[int, int], overlap: tuple[int, 
   return TilePlan(tuple(size), tile, starts, tuple(o // 4 for o in overlap))
 
 
-def tiled_step(step: Callable, plan: TilePlan, in_scale: int, out_scale: int) -> Callable:
-  """Wraps `step(x_chunk, state)` so that it runs tile by tile with per-tile causal caches and
-  blends the outputs. Input pixels per latent unit: `in_scale`; output: `out_scale` (encode
-  8 -> 1, decode 1 -> 8)."""
-  th, tw = plan.tile[0] * in_scale, plan.tile[1] * in_scale
-  weights = plan.weights(out_scale)
-  scale = out_scale
+def tiled(run: Callable, plan: TilePlan, in_scale: int, out_scale: int) -> Callable:
+  """Wraps `run(x)`, a whole clip (B, T, H, W, C) -> (B, T', H', W', C'), so that it runs one
+  spatial tile at a time over the whole clip (tile-major: only that tile's causal caches are
+  alive) and adds each tile's weighted output to one float32 accumulator as it comes, so no
+  stack of all tiles' outputs is ever held. Input pixels per latent unit: `in_scale`; output:
+  `out_scale` (encode 8 -> 1, decode 1 -> 8)."""
+  weights = jnp.asarray(plan.weights(out_scale))
+  origins = jnp.asarray(plan.origins(), jnp.int32)
 
-  def run(x, state: CausalState):
-    tiles = jnp.stack([x[:, :, y * in_scale:y * in_scale + th, xx * in_scale:xx * in_scale + tw]
-                       for y, xx in plan.origins()])
+  def run_tiled(x):
+    tile_shape = (*x.shape[:2], plan.tile[0] * in_scale, plan.tile[1] * in_scale, x.shape[-1])
+    tile_out = jax.eval_shape(run, jax.ShapeDtypeStruct(tile_shape, x.dtype))
+    b, t, _, _, c = tile_out.shape
+    out = jnp.zeros((b, t, plan.size[0] * out_scale, plan.size[1] * out_scale, c), jnp.float32)
 
-    def one(args):
-      tile_x, prev = args
-      tile_state = CausalState(prev)
-      return step(tile_x, tile_state), tile_state.next
+    def add_tile(out, args):
+      origin, w = args
+      y_tile = run(jax.lax.dynamic_slice(x, (0, 0, *(origin * in_scale), 0), tile_shape))
+      at = (0, 0, *(origin * out_scale), 0)
+      blended = (jax.lax.dynamic_slice(out, at, y_tile.shape)
+                 + y_tile.astype(jnp.float32) * w[None, None, :, :, None])
+      return jax.lax.dynamic_update_slice(out, blended, at), None
 
-    ys, state.next = jax.lax.map(one, (tiles, state.prev))
-    out = jnp.zeros((*ys.shape[1:3], plan.size[0] * scale, plan.size[1] * scale, ys.shape[-1]),
-                    jnp.float32)
-    for (y, xx), y_tile, w in zip(plan.origins(), ys, weights):
-      out = out.at[:, :, y * scale:y * scale + w.shape[0], xx * scale:xx * scale + w.shape[1]].add(
-          y_tile.astype(jnp.float32) * w[None, None, :, :, None])
-    return out.astype(ys.dtype)
+    out, _ = jax.lax.scan(add_tile, out, (origins, weights))
+    return out.astype(tile_out.dtype)
 
-  return run
+  return run_tiled
