@@ -50,15 +50,20 @@ def _raw(frames, batch=1, seed=0):
   return np.random.default_rng(seed).integers(0, 256, (batch, frames, 23, 37, 3), np.uint8)
 
 
-@pytest.mark.parametrize("frames, decode_chunk, batch", [(6, 2, 2), (9, None, 1)])
-def test_stages_equal_one_program(models, frames, decode_chunk, batch):
-  """Chunks of 1 and 2 latent frames (the last one partly padding) and one chunk."""
-  options = _options(decode_chunk=decode_chunk)
+@pytest.mark.parametrize("frames, decode_chunk, batch, tile", [
+    (6, 2, 2, None), (9, None, 1, None), (6, 1, 1, (16, 24))], ids=["chunks", "one", "tiles"])
+def test_stages_equal_one_program(models, frames, decode_chunk, batch, tile):
+  """Chunks of 1 and 2 latent frames (the last one partly padding) and one chunk; with tiles
+  (2 x 2 of the padded 32x32 frame) the decode is one program per clip, tile-major inside."""
+  options = _options(decode_chunk=decode_chunk, tile=tile, tile_overlap=8)
   restorer = one_step.Restorer(*models, options, SIZE)
   raw, keys = _raw(frames, batch), jax.random.split(jax.random.key(1), batch)
   chunks = list(restorer.stream(raw, keys))
   latents = 1 + (preprocess.padded_length(frames) - 1) // 4
-  assert len(chunks) == len(one_step.decode_ranges(latents, decode_chunk)) > 1 or not decode_chunk
+  if tile is not None:
+    assert len(chunks) == 1
+  else:
+    assert len(chunks) == len(one_step.decode_ranges(latents, decode_chunk)) > 1 or not decode_chunk
   out = np.concatenate([np.asarray(c) for c in chunks], axis=1)
   assert out.shape == (batch, frames, *SIZE, 3)
   np.testing.assert_array_equal(out, _reference(models, options)(raw, keys))
@@ -110,3 +115,19 @@ def test_offloaded_clips_stream_and_equal_one_program(models, monkeypatch):
     assert mem.temporaries > 0 and mem.outputs > 0
   everything = sum(m.stage_weights for m in restorer.memory(shape))
   assert all(m.weights == everything for m in session.restorer(SIZE, _options()).memory(shape))
+
+
+def test_quantised_dit_weights_run_in_the_stage_programs(models):
+  """`load_session` quantises the DiT's block kernels (`dit_weights`); the DiT stage takes them
+  as they are, offloaded to pinned host memory like every other weight, with the resident
+  output."""
+  options = _options(dit_weights="int8", offload="stages")
+  session = restore.load_session(options, log=lambda line: None, models=models)
+  restorer = session.restorer(SIZE, options)
+  leaves = jax.tree.leaves(restorer.weights.states["dit"])
+  assert np.dtype(np.int8) in {x.dtype for x in leaves}
+  assert {x.sharding.memory_kind for x in leaves} == {"pinned_host"}
+  raw, keys = _raw(5), jax.random.split(jax.random.key(1), 1)
+  resident = session.restorer(SIZE, dataclasses.replace(options, offload="none"))
+  np.testing.assert_array_equal(np.asarray(restorer(raw, keys)),
+                                np.asarray(resident(raw, keys)))

@@ -5,9 +5,11 @@ host memory and copied to the device for their own stage only; the copy is freed
 programs have run and the caller drops it. States may be abstract (`jax.ShapeDtypeStruct`
 leaves): then nothing is placed, and `on_device` gives the abstract device arguments (memory
 estimates of models that are not loaded).
-A mode that streams the DiT's scanned block weights from host memory inside its program would
-leave those leaves on `host_sharding` in `on_device` (and in `abstract`), so the DiT program
-takes them there.
+A mode that streams the DiT's scanned block weights from host memory inside its program
+(`models/dit/streaming.py: stream_blocks`) would leave those leaves on `host_sharding` in
+`on_device` (and in `abstract`), so the DiT program takes them there. Quantised DiT kernels
+(`RestoreOptions.dit_weights`, applied by `restore.load_session`) are placed like any other
+weights (their q and scale are leaves).
 """
 
 from __future__ import annotations
