@@ -8,10 +8,14 @@ real video, and peak GPU memory.
 A run is FRAMES:LQ_HxW:OUT_HxW (output area as the official --resolution). Stages: each is
 jitted with the weights as arguments and timed on device-resident inputs (median of --iters
 after a warm-up); I/O is PyAV decoding of the LQ clip plus H.264 encoding of the output, on the
-host. End to end: `restore.restore_media` (one clip, as the official code) on an H.264 file of
-the LQ clip made from the real sample video tests/fixtures/media/bikes_2s.mp4 (played forwards and
-backwards to reach FRAMES), once cold (tracing and compilation included) and once with the
-persistent compilation cache filled. Each run is its own process.
+host. The restore command: the random models saved as a checkpoint (`convert.bundle.save`),
+then `seedvr2-jax restore --checkpoint` in its own process, as a user runs it (imports, weight
+loading, programs, read, model, write; one clip, as the official code) on an H.264 file of the
+LQ clip made from the real sample video tests/fixtures/media/bikes_2s.mp4 (played forwards and
+backwards to reach FRAMES), once cold (empty --cache-dir: tracing and compilation included) and
+once warm (its compiled programs loaded from --cache-dir). Each output line of the command is
+kept with the seconds since the command started (the timeline: `--timeline` prints it). Each run
+is its own process.
 """
 
 import argparse
@@ -42,14 +46,30 @@ def lq_video(path: str, frames: int, lq_h: int, lq_w: int) -> None:
       writer.write(frame)
 
 
-def run_one(spec: str, iters: int, tiny: bool, offload: str = "none") -> dict:
+def restore_command(args: list[str]) -> tuple[float, list[tuple[float, str]]]:
+  """Runs `seedvr2-jax restore ARGS` in a new process; (wall seconds, [(seconds since start,
+  output line)]), progress updates included (each carriage return ends a line)."""
+  start = time.perf_counter()
+  proc = subprocess.Popen([sys.executable, "-m", "seedvr2_jax.cli", "restore", *args],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+  timeline = [(time.perf_counter() - start, line.rstrip("\n"))
+              for line in proc.stdout if line.strip()]
+  if proc.wait():
+    raise RuntimeError("restore failed:\n" + "\n".join(line for _, line in timeline[-20:]))
+  return time.perf_counter() - start, timeline
+
+
+def run_one(spec: str, iters: int, tiny: bool, workdir: str) -> dict:
+  """The stage timings; leaves the LQ video and the models' checkpoint in `workdir`."""
   import jax
   import jax.numpy as jnp
   import numpy as np
   from flax import nnx
 
+  from seedvr2_jax.convert import bundle as bundle_lib
   from seedvr2_jax.data import video_io
-  from seedvr2_jax.infer import colorfix, one_step, preprocess, restore
+  from seedvr2_jax.infer import colorfix, one_step, preprocess
   from seedvr2_jax.infer.options import RestoreOptions
   from seedvr2_jax.models.dit import config as dit_config
   from seedvr2_jax.models.dit.nadit import NaDiT
@@ -97,42 +117,34 @@ def run_one(spec: str, iters: int, tiny: bool, offload: str = "none") -> dict:
   output = np.asarray(one_step.to_uint8(decoded))
   del lq_latent, x0, decoded, eps, noise, padded
 
-  with tempfile.TemporaryDirectory() as tmp:
-    src = os.path.join(tmp, "lq.mp4")
-    with video_io.VideoWriter(src, 25) as writer:
-      for frame in raw:
-        writer.write(frame)
-    start = time.perf_counter()
-    decoded_frames = sum(1 for _ in video_io.read_frames(video_io.probe(src)))
-    read_s = time.perf_counter() - start
-    start = time.perf_counter()
-    with video_io.VideoWriter(os.path.join(tmp, "out.mp4"), 25) as writer:
-      for frame in output:
-        writer.write(frame)
-    write_s = time.perf_counter() - start
-    assert decoded_frames == frames
+  src = os.path.join(workdir, "noise.mp4")
+  with video_io.VideoWriter(src, 25) as writer:
+    for frame in raw:
+      writer.write(frame)
+  start = time.perf_counter()
+  decoded_frames = sum(1 for _ in video_io.read_frames(video_io.probe(src)))
+  read_s = time.perf_counter() - start
+  start = time.perf_counter()
+  with video_io.VideoWriter(os.path.join(workdir, "noise_out.mp4"), 25) as writer:
+    for frame in output:
+      writer.write(frame)
+  write_s = time.perf_counter() - start
+  assert decoded_frames == frames
 
-    real = os.path.join(tmp, "bikes_lq.mp4")
-    lq_video(real, frames, lq_h, lq_w)
-    jax.config.update("jax_compilation_cache_dir", os.path.join(tmp, "xla_cache"))
-    e2e_options = RestoreOptions(resolution=(out_h, out_w), dtype=dtype, overwrite=True,
-                                 offload=offload)
-    e2e = []
-    for _ in range(2):
-      start = time.perf_counter()
-      written = restore.restore_media(real, os.path.join(tmp, "restored.mp4"), e2e_options,
-                                      log=lambda *_: None, progress_stream=open(os.devnull, "w"),
-                                      models=(dit, vae, txt))
-      e2e.append(time.perf_counter() - start)
-    assert written == frames
+  lq_video(os.path.join(workdir, "lq.mp4"), frames, lq_h, lq_w)
+  start = time.perf_counter()
+  neg = jax.random.normal(jax.random.key(5), (64, dit.cfg.txt_in_dim), jnp.bfloat16)
+  bundle_lib.save(bundle_lib.Bundle(dit.cfg, vae.cfg, dit_state, vae_state, txt, neg),
+                  os.path.join(workdir, "checkpoint"))
+  save_s = time.perf_counter() - start
   model_s = sum(rows[k]["seconds"] for k in ("preprocess", "encode", "dit", "decode", "colorfix"))
-  return dict(spec=spec, offload=offload, frames=frames,
+  return dict(spec=spec, frames=frames,
               output=f"{output.shape[2]}x{output.shape[1]}",
               device=jax.devices()[0].device_kind, jax=jax.__version__,
               stages={k: v["seconds"] for k, v in rows.items()},
               compile_s={k: v["compile_s"] for k, v in rows.items()}, model_s=model_s,
               read_s=read_s, write_s=write_s, total_s=model_s + read_s + write_s,
-              restore_cold_s=e2e[0], restore_warm_s=e2e[1], peak_gb=peak_memory_gb())
+              checkpoint_save_s=save_s, peak_gb=peak_memory_gb())
 
 
 def main():
@@ -143,22 +155,35 @@ def main():
   parser.add_argument("--iters", type=int, default=3)
   parser.add_argument("--tiny", action="store_true", help="tiny model (a CPU smoke test)")
   parser.add_argument("--out", default=None, help="append JSON lines here")
-  parser.add_argument("--offload", default="none",
-                      help="the restore command's --offload (none|stages)")
-  parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--offload", default="none", help="the restore command's --offload")
+  parser.add_argument("--timeline", action="store_true",
+                      help="print each restore command's output lines with their times")
+  parser.add_argument("--child", metavar="WORKDIR", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    print(json.dumps(run_one(args.runs[0], args.iters, args.tiny, args.offload)))
+    print(json.dumps(run_one(args.runs[0], args.iters, args.tiny, args.child)))
     return
   for spec in args.runs:
-    proc = subprocess.run([sys.executable, __file__, "--child", "--runs", spec, "--iters",
-                           str(args.iters), "--offload", args.offload] + ["--tiny"] * args.tiny,
-                          capture_output=True,
-                          text=True)
-    if proc.returncode:
-      print(f"{spec}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
-      continue
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as workdir:
+      proc = subprocess.run([sys.executable, __file__, "--child", workdir, "--runs", spec,
+                             "--iters", str(args.iters)] + ["--tiny"] * args.tiny,
+                            capture_output=True, text=True)
+      if proc.returncode:
+        print(f"{spec}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
+        continue
+      r = json.loads(proc.stdout.strip().splitlines()[-1])
+      out_h, out_w = spec.split(":")[2].split("x")
+      command = [os.path.join(workdir, "lq.mp4"), os.path.join(workdir, "restored.mp4"),
+                 "--checkpoint", os.path.join(workdir, "checkpoint"), "--resolution",
+                 f"{out_h}x{out_w}", "--offload", args.offload, "--overwrite",
+                 "--cache-dir", os.path.join(workdir, "cache")]
+      for run in ("cold", "warm"):  # the first fills --cache-dir, the second loads from it
+        r[f"restore_{run}_s"], r[f"timeline_{run}"] = restore_command(command)
+        if args.timeline:
+          print(f"{spec} restore command, {run}:")
+          for seconds, line in r[f"timeline_{run}"]:
+            print(f"  {seconds:7.2f} s  {line}")
+    r["offload"] = args.offload
     if args.out:
       with open(args.out, "a") as f:
         f.write(json.dumps(r) + "\n")
