@@ -144,7 +144,7 @@ def main():
   parser.add_argument("--tiny", action="store_true", help="tiny model (a CPU smoke test)")
   parser.add_argument("--out", default=None, help="append JSON lines here")
   parser.add_argument("--offload", default="none",
-                      help="the restore command's --offload (none|stages)")
+                      help="the restore command's --offload (none|stages|blocks)")
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:

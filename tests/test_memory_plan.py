@@ -1,16 +1,24 @@
 """The memory planner's choices: the fastest plan that fits, in the ladder's order, and the
-smallest workable budget when none does (estimates from a model of the stages' memory)."""
+smallest workable budget when none does; estimates from a model of the stages' memory, and
+from XLA's analysis of the compiled stage programs of a tiny model."""
 
 import re
 
 import pytest
 
 from seedvr2_jax.errors import InputError
-from seedvr2_jax.infer import memory_plan
+from seedvr2_jax.infer import clips, memory_plan, restore
 from seedvr2_jax.infer.memory_plan import GB, StageMemory
 from seedvr2_jax.infer.options import RestoreOptions
 
 FRAMES, SIZE = 121, (1080, 1920)
+
+
+def _memory(stage, weights, working):
+  """A stage needing `weights` bytes of its own weights and `working` bytes besides (all
+  arguments, as XLA counts them, with the weights among them)."""
+  return StageMemory(stage, arguments=int(weights + working), outputs=0, temporaries=0,
+                     stage_weights=int(weights), weights=int(weights))
 
 
 def fake_estimate(calls):
@@ -22,9 +30,9 @@ def fake_estimate(calls):
     calls.append((stage, o.clip_frames, o.offload, o.tile))
     frames = o.clip_frames or FRAMES
     if stage == "dit":
-      return StageMemory(int((1 if o.offload == "blocks" else 6) * GB), int(0.04 * GB * frames))
+      return _memory(stage, (1 if o.offload == "blocks" else 6) * GB, 0.04 * GB * frames)
     share = 1.0 if o.tile is None else min(1.0, o.tile[0] * o.tile[1] / (SIZE[0] * SIZE[1]))
-    return StageMemory(int(0.5 * GB), int(0.05 * GB * frames * share))
+    return _memory(stage, 0.5 * GB, 0.05 * GB * frames * share)
 
   return estimate
 
@@ -76,7 +84,7 @@ def test_each_stage_is_estimated_once_per_program():
 def test_an_impossible_budget_names_the_smallest_that_works():
   with pytest.raises(InputError, match="too small for this input") as error:
     _plan(1.0)
-  assert "\n" not in str(error.value)
+  assert "\n" not in str(error.value) and "--dit-weights int8" in str(error.value)
   needed = float(re.search(r"--memory-budget (\d+\.\d+)", str(error.value)).group(1))
   frugal = 1 * GB + 0.04 * GB * 21  # 21-frame clips, blocks from host: the DiT's peak
   assert needed * GB >= frugal and needed == pytest.approx(frugal / GB, abs=0.01)
@@ -86,7 +94,62 @@ def test_an_impossible_budget_names_the_smallest_that_works():
 
 def test_describe_names_the_choices_and_each_stage():
   result, _ = _plan(6.0)
-  lines = result.describe(int(6.0 * GB))
+  lines = result.describe()
   assert lines[0] == ("memory plan (budget 6.00 GB): clips of all frames, offload blocks, VAE "
                       "tiles 1024x1024 (overlap 64), DiT weights native; estimated peak 5.84 GB")
   assert [line.split(":")[0].strip() for line in lines[1:]] == ["encode", "dit", "decode"]
+  assert lines[2] == ("  dit: its weights 1.00 GB, working 4.84 GB (XLA: arguments 5.84 GB, "
+                      "outputs 0.00 GB, temporaries 0.00 GB)")
+
+
+def test_requested_options_that_fit_are_the_only_ones_estimated():
+  _, calls = _plan(40.0)
+  assert calls == [("dit", None, "none", None), ("encode", None, "none", None),
+                   ("decode", None, "none", None)]
+
+
+# XLA's estimates of the tiny restore models: 9 raw frames of 23x37 restored to 18x30, where
+# the ladder has one shorter clip (5 frames) and one tile (16x16).
+TINY_FRAMES, TINY_SIZE = 9, (18, 30)
+
+
+@pytest.fixture(scope="module")
+def xla_plan(restore_models):
+  """plan(budget bytes, **options) with the real estimator; one session, so each stage program
+  is compiled once for the module."""
+  session = restore.Session(*restore_models, mesh=None)
+  length = lambda o: clips.plan_clips(TINY_FRAMES, o.clip_frames, o.clip_overlap).length
+  estimate = restore.memory_estimator(session, TINY_SIZE, 8,
+                                      lambda o: (1, length(o), 23, 37, 3))
+
+  def plan(budget, **options):
+    options = RestoreOptions(cache_dir="", resolution=TINY_SIZE, clip_overlap=2, tile_overlap=8,
+                             **options)
+    return memory_plan.plan(options, TINY_FRAMES, TINY_SIZE, budget, estimate)
+
+  with pytest.MonkeyPatch.context() as ladders:
+    ladders.setattr(memory_plan, "CLIP_FRAMES", (5,))
+    ladders.setattr(memory_plan, "TILES", (None, 16))
+    yield plan
+
+
+def test_xla_estimates_choose_offload_then_tiles_then_shorter_clips(xla_plan):
+  """Budgets from the measured peaks: the requested peak keeps the options, a byte less moves
+  the weights of the stages not running off the device; below that (the tiny model's decode
+  dominates, so streaming the DiT's blocks saves nothing) the VAE is tiled, then clips
+  shorten; below the most frugal plan the error names its peak."""
+  requested = xla_plan(None)
+  assert xla_plan(requested.peak).options == requested.options
+
+  offloaded = xla_plan(requested.peak - 1)
+  assert _chosen(offloaded) == (None, "stages", None) and offloaded.peak < requested.peak
+
+  tiled = xla_plan(offloaded.peak - 1, offload="stages")
+  assert _chosen(tiled) == (None, "stages", (16, 16)) and tiled.peak < offloaded.peak
+
+  shorter = xla_plan(tiled.peak - 1, offload="stages")
+  assert _chosen(shorter) == (5, "stages", (16, 16)) and shorter.peak < tiled.peak
+
+  frugal = xla_plan(None, clip_frames=5, offload="blocks", tile=(16, 16))
+  with pytest.raises(InputError, match=f"needs {frugal.peak / GB:.2f} GB"):
+    xla_plan(frugal.peak - 1)

@@ -24,10 +24,9 @@ import math
 from collections.abc import Callable
 
 from seedvr2_jax.errors import InputError
-from seedvr2_jax.infer.options import RestoreOptions
+from seedvr2_jax.infer.options import OFFLOAD_MODES, RestoreOptions
 
 STAGES = ("encode", "dit", "decode")
-OFFLOADS = ("none", "stages", "blocks")
 # VAE tiles tried (square, output pixels; None: untiled), largest first.
 TILES = (None, 1024, 768, 512, 384, 256)
 # Clip lengths tried (frames, 4n + 1 as the VAE wants), longest first; 21 is the paper's shortest.
@@ -43,18 +42,38 @@ GB = 1e9
 
 @dataclasses.dataclass(frozen=True)
 class StageMemory:
-  """Device bytes of one stage: `weights` resident while it runs, `working` everything else at
-  its peak (inputs, outputs, temporaries)."""
+  """XLA's memory estimate of one stage program, in device bytes (`one_step.Restorer.memory`).
 
+  arguments, outputs, temporaries: its memory analysis (arguments on the device only: weights
+  it streams from host memory are not among them); stage_weights: its own weights on the device
+  while it runs (part of `arguments`); weights: all weights on the device while it runs (with
+  offload "none" the other stages' too).
+  """
+
+  stage: str
+  arguments: int
+  outputs: int
+  temporaries: int
+  stage_weights: int
   weights: int
-  working: int
+
+  @property
+  def working(self) -> int:
+    """Everything but weights at the program's peak: inputs, outputs, temporaries."""
+    return self.arguments - self.stage_weights + self.outputs + self.temporaries
+
+  @property
+  def total(self) -> int:
+    """The device memory the program needs, weights of other stages on the device included."""
+    return self.working + self.weights
 
 
 def peak_bytes(stages: dict[str, StageMemory], offload: str) -> int:
   """The device peak of a restore whose stages need `stages`, with weights placed by `offload`."""
   if offload == "none":
-    return sum(s.weights for s in stages.values()) + max(s.working for s in stages.values())
-  return max(s.weights + s.working for s in stages.values())
+    return (sum(s.stage_weights for s in stages.values())
+            + max(s.working for s in stages.values()))
+  return max(s.stage_weights + s.working for s in stages.values())
 
 
 def summary(options: RestoreOptions) -> str:
@@ -67,18 +86,26 @@ def summary(options: RestoreOptions) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  """The options chosen, each stage's estimate and the peak they give."""
+  """The options chosen, each stage's estimate, the peak they give and the budget (bytes; None:
+  no budget)."""
 
   options: RestoreOptions
   stages: dict[str, StageMemory]
   peak: int
+  budget: int | None
 
-  def describe(self, budget: int | None) -> list[str]:
-    limit = "no budget" if budget is None else f"budget {budget / GB:.2f} GB"
+  def describe(self) -> list[str]:
+    """The plan in words: the options and peak, then each stage's estimate."""
+    limit = "no budget" if self.budget is None else f"budget {self.budget / GB:.2f} GB"
     return [f"memory plan ({limit}): {summary(self.options)}; estimated peak "
             f"{self.peak / GB:.2f} GB",
-            *(f"  {name}: weights {s.weights / GB:.2f} GB, working {s.working / GB:.2f} GB"
-              for name, s in self.stages.items())]
+            *(f"  {name}: its weights {s.stage_weights / GB:.2f} GB, working {s.working / GB:.2f} "
+              f"GB (XLA: arguments {s.arguments / GB:.2f} GB, outputs {s.outputs / GB:.2f} GB, "
+              f"temporaries {s.temporaries / GB:.2f} GB)" for name, s in self.stages.items())]
+
+
+class NoEstimate(Exception):
+  """Raised by an estimator where the backend gives no memory analysis of its programs."""
 
 
 Estimator = Callable[[str, RestoreOptions], StageMemory]
@@ -98,9 +125,11 @@ def memoised(estimate: Estimator) -> Estimator:
 
 
 def _clip_ladder(options: RestoreOptions, frames: int) -> list[int | None]:
-  """Clip lengths to try: the requested one (None: the whole video), then shorter ones."""
+  """Clip lengths to try: the requested one (None: the whole video), then shorter ones longer
+  than the clip overlap."""
   longest = min(options.clip_frames or frames, frames)
-  return [options.clip_frames, *(c for c in CLIP_FRAMES if c < longest)]
+  return [options.clip_frames,
+          *(c for c in CLIP_FRAMES if options.clip_overlap < c < longest)]
 
 
 def _tile_ladder(options: RestoreOptions, size: tuple[int, int]) -> list[tuple[int, int] | None]:
@@ -112,7 +141,7 @@ def _tile_ladder(options: RestoreOptions, size: tuple[int, int]) -> list[tuple[i
 
 def _candidates(options: RestoreOptions, frames: int, size: tuple[int, int]):
   """Option sets from the fastest to the most frugal."""
-  offloads = OFFLOADS[OFFLOADS.index(options.offload):]
+  offloads = OFFLOAD_MODES[OFFLOAD_MODES.index(options.offload):]
   for clip in _clip_ladder(options, frames):
     for tile in _tile_ladder(options, size):
       for offload in offloads:
@@ -121,13 +150,14 @@ def _candidates(options: RestoreOptions, frames: int, size: tuple[int, int]):
 
 def plan(options: RestoreOptions, frames: int, size: tuple[int, int], budget: int | None,
          estimate: Estimator) -> Plan:
-  """The fastest plan for `frames` frames restored to `size` (h, w) whose estimated peak fits
-  `budget` bytes (None: `options` as given); InputError naming the smallest budget that works
-  when none fits.
+  """The fastest plan for clips of at most `frames` frames restored to `size` (h, w) whose
+  estimated peak fits `budget` bytes (None: `options` as given); InputError naming the smallest
+  budget that works when none fits.
 
-  The most frugal plan is estimated first (an impossible budget fails fast); each candidate's
-  DiT stage is estimated before its VAE stages, so tiles are only compiled for the clip lengths
-  and offloads whose DiT fits.
+  The requested options are estimated first (usually they fit, and their programs are those
+  the restore runs), then the most frugal plan (an impossible budget fails fast); each
+  candidate's DiT stage is estimated before its VAE stages, so tiles are only compiled for the
+  clip lengths and offloads whose DiT fits.
   """
   estimate = memoised(estimate)
 
@@ -138,17 +168,24 @@ def plan(options: RestoreOptions, frames: int, size: tuple[int, int], budget: in
       if budget is not None and peak_bytes(stages, candidate.offload) > budget:
         return None
     stages = {name: stages[name] for name in STAGES}
-    return Plan(candidate, stages, peak_bytes(stages, candidate.offload))
+    return Plan(candidate, stages, peak_bytes(stages, candidate.offload), budget)
 
-  if budget is None:
-    return evaluate(options)
+  requested = evaluate(options)
+  if requested is not None:
+    return requested
   *_, most_frugal = _candidates(options, frames, size)
-  least = peak_bytes({name: estimate(name, most_frugal) for name in STAGES}, "blocks")
+  least = peak_bytes({name: estimate(name, most_frugal) for name in STAGES}, most_frugal.offload)
   if least > budget:
     raise InputError(
         f"memory budget {budget / GB:.2f} GB is too small for this input: the most frugal plan "
         f"({summary(most_frugal)}) needs {least / GB:.2f} GB; pass --memory-budget "
-        f"{math.ceil(least / GB * 100) / 100:.2f} or more")
-  fitting = (p for p in map(evaluate, _candidates(options, frames, size))
-             if p is not None and p.peak <= budget)
-  return next(fitting)  # the last candidate, the most frugal plan, fits
+        f"{math.ceil(least / GB * 100) / 100:.2f} or more{_smaller_weights(options)}")
+  # The last candidate, the most frugal plan, fits.
+  return next(p for p in map(evaluate, _candidates(options, frames, size)) if p is not None)
+
+
+def _smaller_weights(options: RestoreOptions) -> str:
+  """A hint at the one choice the planner leaves to the user: quantised DiT weights change the
+  output and are chosen when the models load."""
+  native = options.dit_weights == "native"
+  return " (or --dit-weights int8 for smaller DiT weights)" if native else ""
