@@ -71,7 +71,7 @@ def _restore(args) -> int:
       overwrite=args.overwrite, dry_run=args.dry_run, size_mode=args.size_mode,
       scene_cuts=args.scene_cuts, codec=args.codec, pix_fmt=args.pix_fmt,
       png_bits=args.png_bits, audio=not args.no_audio, cache_dir=args.cache_dir,
-      resume=args.resume, offload=args.offload)
+      resume=args.resume, offload=args.offload, memory_budget=args.memory_budget)
   many = args.output_dir is not None
   if many:
     jobs = batch.jobs_for(args.inputs, args.output_dir, args.output_ext)
@@ -295,7 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
                  help="continue an interrupted restore from the frames saved in OUTPUT.parts/")
   p.add_argument("--offload", choices=restore_options.OFFLOAD_MODES, default=default.offload,
                  help="stages: keep the weights of the stages not running (encode, DiT, "
-                      "decode) in host memory")
+                      "decode) in host memory; blocks: also stream the DiT's blocks from host "
+                      "memory one at a time")
+  p.add_argument("--memory-budget", type=float, default=default.memory_budget, metavar="GB",
+                 help="device memory to fit in: clip length, VAE tiles and offload are chosen "
+                      "from XLA's estimate of each stage (default: the GPU's free memory; none "
+                      "on CPU); --dry-run prints the plan")
   _add_distributed(p, "one process per host; inputs dealt out")
   p.set_defaults(run=_restore)
 

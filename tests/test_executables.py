@@ -4,6 +4,8 @@ is rebuilt."""
 
 import dataclasses
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -67,3 +69,36 @@ def test_unwritable_store_warns_and_still_returns_the_program(tmp_path):
     compiled = store.get(("double plus one",), lambda: lowered)
   np.testing.assert_array_equal(compiled(np.arange(3, dtype=np.float32)), [1, 3, 5])
   assert store.compiled == 1
+
+
+STORE_SCRIPT = """
+import sys
+import jax, jax.numpy as jnp
+from seedvr2_jax.infer import executables
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+def f(x, y):
+  for _ in range(3):
+    x = jnp.where(x > 0, jnp.tanh(x @ y), y - x)
+  return x.sum()
+x = jnp.ones((64, 64))
+lower = lambda: jax.jit(f).lower(x, x)
+if sys.argv[2] == "xla":
+  lower().compile()
+else:
+  store = executables.ExecutableStore(sys.argv[3])
+  print(float(store.get("f", lower)(x, x)), store.loaded)
+"""
+
+
+def test_a_program_in_xla_cache_is_stored_runnable(tmp_path):
+  """A program XLA's persistent compilation cache already holds (an earlier run, or the same
+  program under another key) is compiled past that cache for the store: on CPU the cached
+  executable serializes to a file that a later process loads but cannot run."""
+  run = lambda *args: subprocess.run(
+      [sys.executable, "-c", STORE_SCRIPT, str(tmp_path / "xla"), *args], check=True,
+      capture_output=True, text=True).stdout.split()
+  run("xla")
+  compiled = run("store", str(tmp_path / "executables"))
+  loaded = run("store", str(tmp_path / "executables"))
+  assert compiled[1] == "0" and loaded == [compiled[0], "1"]

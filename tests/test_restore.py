@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -269,14 +270,14 @@ def test_restore_flags_map_to_their_options(monkeypatch):
            "--sequence-parallel", "4", "--crf", "23", "--overwrite",
            "--dry-run", "--size-mode", "crop", "--scene-cuts", "auto", "--codec", "hevc",
            "--pix-fmt", "yuv420p10le", "--png-bits", "16", "--no-audio", "--resume",
-           "--offload", "stages"]
+           "--offload", "blocks", "--memory-budget", "7.5"]
   assert cli.main(["restore", "in.mp4", "out.mp4", *flags]) == 0
   assert seen.pop()[2] == RestoreOptions(
       checkpoint="ckpt", short_side=96, colorfix="adain", seed=3, dtype="bfloat16",
       dit_weights="fp8", clip_frames=13, clip_overlap=5, max_frames=40, encode_chunk=12,
       decode_chunk=2, tile=(256, 384), tile_overlap=32, sequence_parallel=4, crf=23, overwrite=True,
       dry_run=True, size_mode="crop", scene_cuts="auto", codec="hevc", pix_fmt="yuv420p10le",
-      png_bits=16, audio=False, resume=True, offload="stages")
+      png_bits=16, audio=False, resume=True, offload="blocks", memory_budget=7.5)
   assert cli.main(["restore", "in.mp4", "out.mp4", "--scale", "2"]) == 0
   assert seen.pop()[2] == RestoreOptions(scale=2.0) and RestoreOptions().resolution == (720, 1280)
   assert cli.main(["restore", "in.mp4", "out.mp4", "--resolution", "540x960"]) == 0
@@ -286,12 +287,26 @@ def test_restore_flags_map_to_their_options(monkeypatch):
 
 
 def test_restore_dry_run_prints_the_plan(tmp_path, capsys):
-  rc, stdout, _ = _main(capsys, "restore", BIKES, tmp_path / "x.mp4", *SMALL, "--dry-run")
+  """With a budget the options fit, the memory plan keeps them and prints each stage's XLA
+  estimate."""
+  rc, stdout, _ = _main(capsys, "restore", BIKES, tmp_path / "x.mp4", *SMALL, "--dry-run",
+                        "--memory-budget", "100")
   assert rc == 0 and not os.path.exists(tmp_path / "x.mp4")
   assert "clips: 3 of 5 frames" in stdout and "windows" in stdout
-  stages = [line for line in stdout.splitlines() if line.startswith("estimated device memory")]
-  assert [line.split(",")[1].split(":")[0].strip() for line in stages] == ["encode", "dit",
-                                                                            "decode"]
+  assert ("memory plan (budget 100.00 GB): clips of 5 frames, offload none, VAE tiles none, "
+          "DiT weights native; estimated peak") in stdout
+  stages = [line for line in stdout.splitlines() if "(XLA: arguments" in line]
+  assert [line.split(":")[0].strip() for line in stages] == ["encode", "dit", "decode"]
+
+
+def test_a_budget_too_small_is_one_line_naming_the_smallest(tmp_path, capsys):
+  out = tmp_path / "x.mp4"
+  rc, _, err = _main(capsys, "restore", BIKES, out, *SMALL, "--memory-budget", "0.0001")
+  assert rc == 2 and len(err.strip().splitlines()) == 1, err
+  assert "memory budget 0.00 GB is too small for this input" in err
+  assert "the most frugal plan (clips of 5 frames, offload blocks" in err
+  assert re.search(r"pass --memory-budget \d+\.\d\d or more", err)
+  assert os.listdir(tmp_path) == []
 
 
 def test_restore_bad_inputs_are_one_line_errors(tmp_path, capsys):

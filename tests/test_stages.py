@@ -131,3 +131,24 @@ def test_quantised_dit_weights_run_in_the_stage_programs(models):
   resident = session.restorer(SIZE, dataclasses.replace(options, offload="none"))
   np.testing.assert_array_equal(np.asarray(restorer(raw, keys)),
                                 np.asarray(resident(raw, keys)))
+
+
+def test_streamed_blocks_equal_resident_weights(models):
+  """offload "blocks": the DiT program takes its blocks in pinned host memory and moves them in
+  one scan step at a time, its other weights on the device; the restoration equals offload
+  "none", and the DiT's estimate counts only the non-block weights on the device (estimated on
+  the models' shapes alone)."""
+  session = restore.Session(*models, mesh=None)
+  streamed = session.restorer(SIZE, _options(offload="blocks"))
+  kinds = {x.sharding.memory_kind for x in jax.tree.leaves(streamed.weights.on_device("dit"))}
+  assert kinds == {"device", "pinned_host"}
+  raw, keys = _raw(5), jax.random.split(jax.random.key(1), 1)
+  resident = session.restorer(SIZE, _options())
+  np.testing.assert_array_equal(np.asarray(streamed(raw, keys)), np.asarray(resident(raw, keys)))
+
+  shape = (1, 5, 23, 37, 3)
+  dit = {offload: session.estimator(SIZE, _options(offload=offload)).memory(
+      shape, stages=("dit",))[0] for offload in ("stages", "blocks")}
+  assert 0 < dit["blocks"].stage_weights < dit["stages"].stage_weights
+  assert dit["blocks"].arguments - dit["blocks"].stage_weights == (
+      dit["stages"].arguments - dit["stages"].stage_weights)

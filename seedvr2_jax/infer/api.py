@@ -73,6 +73,8 @@ class Restorer:
     count = min(len(frames), options.max_frames or len(frames))
     size = preprocess.output_size(*frames.shape[1:3], resolution=options.resolution,
                                   short_side=options.short_side, scale=options.scale)
+    options, _ = restore.fit_memory(self.session, options, count, frames.shape[1:3], size,
+                                    log=self.log)
     plan = clips.plan_clips(count, options.clip_frames, options.clip_overlap)
     return np.stack(list(restore.restore_frames(self.session, iter(frames[:count]), plan, size,
                                                 options)))

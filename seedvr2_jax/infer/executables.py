@@ -21,6 +21,7 @@ from collections.abc import Callable
 import jax
 import jaxlib
 from jax.experimental import serialize_executable
+from jax.experimental.compilation_cache import compilation_cache
 
 from seedvr2_jax.utils import atomic
 
@@ -58,6 +59,21 @@ def program_key(description) -> str:
   return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
 
+def compile_uncached(lowered: jax.stages.Lowered) -> jax.stages.Compiled:
+  """`lowered` compiled past XLA's persistent compilation cache: on CPU an executable that
+  cache returns serializes to a file that loads but fails to run ("Function ... not found"),
+  and the store keeps the program itself anyway. (JAX decides once whether the cache is used:
+  `reset_cache` makes it read the flag again.)"""
+  enabled = jax.config.jax_enable_compilation_cache
+  jax.config.update("jax_enable_compilation_cache", False)
+  compilation_cache.reset_cache()
+  try:
+    return lowered.compile()
+  finally:
+    jax.config.update("jax_enable_compilation_cache", enabled)
+    compilation_cache.reset_cache()
+
+
 class ExecutableStore:
   """Serialized executables in `directory`, one file per program key."""
 
@@ -80,7 +96,7 @@ class ExecutableStore:
         return compiled
       except Exception as e:  # noqa: BLE001 - any unreadable file is replaced
         warnings.warn(f"recompiling {path}: cannot load it ({type(e).__name__}: {e})")
-    compiled = lower().compile()
+    compiled = compile_uncached(lower())
     self.compiled += 1
     try:
       os.makedirs(self.directory, exist_ok=True)

@@ -24,8 +24,10 @@ from flax import nnx
 
 from seedvr2_jax.diffusion import condition, schedule
 from seedvr2_jax.infer import colorfix, executables, preprocess
+from seedvr2_jax.infer.memory_plan import STAGES, StageMemory
 from seedvr2_jax.infer.options import RestoreOptions
-from seedvr2_jax.infer.weights import StageWeights, nbytes
+from seedvr2_jax.infer.weights import StageWeights, host_sharding
+from seedvr2_jax.models.dit import streaming
 from seedvr2_jax.models.dit.nadit import NaDiT
 from seedvr2_jax.models.vae import codec
 from seedvr2_jax.models.vae.autoencoder import VideoAutoencoder
@@ -133,31 +135,9 @@ def clip_noise(keys, shape):
       jax.random.normal(k, shape, jnp.float32) for k in jax.random.split(key)))(keys)
 
 
-STAGES = ("encode", "dit", "decode")
-
-
 def _vae_part(path, _) -> bool:
   """True for the variables of the VAE's encode side (encoder and quant conv)."""
   return path[0] in ("encoder", "quant_conv")
-
-
-@dataclasses.dataclass(frozen=True)
-class StageMemory:
-  """XLA's memory estimate of one stage program (bytes). `weights`: weights on the device while
-  it runs (its own `stage_weights`, counted in `arguments` too, and with offload "none" the
-  other stages'); `total` is the device memory it needs."""
-
-  stage: str
-  arguments: int
-  outputs: int
-  temporaries: int
-  stage_weights: int
-  weights: int
-
-  @property
-  def total(self) -> int:
-    return (self.arguments + self.outputs + self.temporaries + self.weights
-            - self.stage_weights)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,17 +162,22 @@ class Restorer:
   do not depend on how clips are batched or placed on devices.
   With a mesh, the batch is split over its "data" axis and frame width over "sequence".
   With `options.cache_dir`, each compiled stage program is kept there and later loaded untraced.
+  `compiled`: compiled programs shared with other restorers (`restore.Session`): a restorer of
+  the same models' shapes (memory estimates) compiles the programs this one then runs.
   """
 
   def __init__(self, dit: NaDiT, vae: VideoAutoencoder, txt_lc, options: RestoreOptions,
-               size: tuple[int, int], mesh: jax.sharding.Mesh | None = None, bits: int = 8):
+               size: tuple[int, int], mesh: jax.sharding.Mesh | None = None, bits: int = 8,
+               compiled: dict | None = None):
     self.options, self.mesh = options, mesh
     self.store = executables.ExecutableStore(
         f"{options.cache_dir}/executables") if options.cache_dir else None
     self._programs = {}  # (raw shape, dtype) -> StagePrograms
-    self._compiled = {}  # (stage, abstract data arguments) -> compiled program
+    self._compiled = {} if compiled is None else compiled  # program description -> compiled
     self._description = (repr(dit.cfg), repr(vae.cfg), options.program_fields(), size, bits,
                          None if mesh is None else (dict(mesh.shape), mesh.device_ids.tolist()))
+    if options.offload == "blocks":  # the DiT program streams its blocks from host memory
+      dit = streaming.stream_blocks(dit, host_sharding(mesh))
     dit_graph, dit_state = nnx.split(dit)
     vae_graph, encode_state, decode_state = nnx.split(vae, _vae_part, ...)
     self.weights = StageWeights(dict(encode=encode_state, dit=(dit_state, txt_lc),
@@ -266,61 +251,84 @@ class Restorer:
   def _compile(self, stage: str, fn, weights, *args) -> jax.stages.Compiled:
     """`fn` compiled for abstract `args` after `stage`'s weights: once per process, and with a
     cache directory loaded from it (no tracing) when an earlier run compiled it."""
-    signature = (stage, repr(executables.abstract(args)))
-    if signature not in self._compiled:
+    description = (self._description, stage, executables.abstract((weights, *args)))
+    key = repr(description)
+    if key not in self._compiled:
       lower = lambda: jax.jit(mesh_lib.traced_with_mesh(fn, self.mesh)).lower(weights, *args)
-      if self.store is None:
-        self._compiled[signature] = lower().compile()
-      else:
-        description = (self._description, stage, executables.abstract((weights, *args)))
-        self._compiled[signature] = self.store.get(description, lower)
-    return self._compiled[signature]
+      self._compiled[key] = (lower().compile() if self.store is None
+                             else self.store.get(description, lower))
+    return self._compiled[key]
 
   def programs(self, raw_shape, raw_dtype=jnp.uint8) -> StagePrograms:
     """The compiled stage programs for raw clips of `raw_shape` and `raw_dtype`; each stage's
     arguments are the abstract outputs of the stages before it."""
     signature = (tuple(raw_shape), jnp.dtype(raw_dtype))
-    if signature in self._programs:
-      return self._programs[signature]
+    if signature not in self._programs:
+      encode = self._encode_program(raw_shape, raw_dtype)
+      dit = self._dit_program(encode)
+      self._programs[signature] = StagePrograms(encode, dit,
+                                                self._decode_programs(raw_shape, encode, dit))
+    return self._programs[signature]
+
+  def _keys(self, batch: int) -> jax.ShapeDtypeStruct:
+    """The abstract per-clip keys (batch,) of every stage."""
+    return jax.eval_shape(lambda: jax.random.split(jax.random.key(0), batch))
+
+  def _encode_program(self, raw_shape, raw_dtype) -> jax.stages.Compiled:
     sharding = None if self.mesh is None else self._raw_sharding()
     raw = jax.ShapeDtypeStruct(raw_shape, raw_dtype, sharding=sharding)
-    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), raw_shape[0]))
-    fns, weights, tf = self._stage_fns, self.weights.abstract, self._temporal_factor
-    encode = self._compile("encode", fns["encode"], weights("encode"), raw, keys)
-    lq, lq_latent = encode.out_info
-    dit = self._compile("dit", fns["dit"], weights("dit"), lq_latent, keys)
-    x0 = dit.out_info
+    return self._compile("encode", self._stage_fns["encode"], self.weights.abstract("encode"),
+                         raw, self._keys(raw_shape[0]))
+
+  def _dit_program(self, encode: jax.stages.Compiled) -> jax.stages.Compiled:
+    _, lq_latent = encode.out_info
+    return self._compile("dit", self._stage_fns["dit"], self.weights.abstract("dit"), lq_latent,
+                         self._keys(lq_latent.shape[0]))
+
+  def _decode_programs(self, raw_shape, encode: jax.stages.Compiled,
+                       dit: jax.stages.Compiled) -> tuple:
+    """(latent range, program) per decode chunk (one for the whole clip with tiles)."""
+    (lq, _), x0, tf = encode.out_info, dit.out_info, self._temporal_factor
     ranges = ((0, x0.shape[1]),) if self.options.tile is not None else decode_ranges(
         x0.shape[1], self.options.decode_chunk)
     scalar = jax.ShapeDtypeStruct((), jnp.int32)
     decode, caches = [], None
     for first, last in ranges:
       frames = min(first_pixel(last, tf), raw_shape[1]) - first_pixel(first, tf)
-      fn = functools.partial(fns["decode"], latents=last - first, frames=frames)
-      program = self._compile(f"decode {last - first}:{frames}", fn, weights("decode"), x0, lq,
-                              caches, scalar, scalar)
+      fn = functools.partial(self._stage_fns["decode"], latents=last - first, frames=frames)
+      program = self._compile(f"decode {last - first}:{frames}", fn,
+                              self.weights.abstract("decode"), x0, lq, caches, scalar, scalar)
       decode.append(((first, last), program))
       caches = program.out_info[1]
-    self._programs[signature] = StagePrograms(encode, dit, tuple(decode))
-    return self._programs[signature]
+    return tuple(decode)
 
-  def memory(self, raw_shape, raw_dtype=jnp.uint8) -> list[StageMemory]:
-    """XLA's memory estimate of each stage for raw clips of `raw_shape` (compiles, runs
-    nothing): encode, dit, and the decode chunk program that needs the most; [] where the
-    backend gives no estimate."""
-    programs = self.programs(raw_shape, raw_dtype)
-    estimates = {}
-    for stage, program in (("encode", programs.encode), ("dit", programs.dit),
-                           *(("decode", p) for _, p in programs.decode)):
-      mem = program.memory_analysis()
-      if mem is None:
+  def memory(self, raw_shape, raw_dtype=jnp.uint8, stages=STAGES) -> list[StageMemory]:
+    """XLA's memory estimate of each of `stages` for raw clips of `raw_shape` (compiles them
+    and the stages before them, runs nothing); decode: the chunk program that needs the most;
+    [] where the backend gives no estimate."""
+    encode = self._encode_program(raw_shape, raw_dtype)
+    dit = self._dit_program(encode) if set(stages) - {"encode"} else None
+    decode = self._decode_programs(raw_shape, encode, dit) if "decode" in stages else ()
+    compiled = dict(encode=[encode], dit=[dit], decode=[program for _, program in decode])
+    estimates = []
+    for stage in stages:
+      per_program = [self._stage_memory(stage, program) for program in compiled[stage]]
+      if None in per_program:
         return []
-      estimate = StageMemory(stage, mem.argument_size_in_bytes, mem.output_size_in_bytes,
-                             mem.temp_size_in_bytes, nbytes(self.weights.abstract(stage)),
-                             self.weights.resident_bytes(stage))
-      if stage not in estimates or estimate.total > estimates[stage].total:
-        estimates[stage] = estimate
-    return [estimates[stage] for stage in STAGES]
+      estimates.append(max(per_program, key=lambda m: m.total))
+    return estimates
+
+  def _stage_memory(self, stage: str, program: jax.stages.Compiled) -> StageMemory | None:
+    """XLA's memory analysis of one program of `stage`; arguments on the device only (weights
+    streamed from host memory are not, where the backend counts them with the device's)."""
+    mem = program.memory_analysis()
+    if mem is None:
+      return None
+    streamed = self.weights.streamed_bytes(stage)
+    counted_on_device = max(0, streamed - mem.host_argument_size_in_bytes)
+    return StageMemory(stage, mem.argument_size_in_bytes - counted_on_device,
+                       mem.output_size_in_bytes, mem.temp_size_in_bytes,
+                       self.weights.device_bytes(stage), self.weights.resident_bytes(stage))
 
 
 def stage_memory(dit: NaDiT, vae: VideoAutoencoder, txt_lc, options: RestoreOptions,

@@ -23,15 +23,17 @@ SCENE_CUTS = ("none", "auto")
 # The output area when no size option is given (the official 720p setting).
 DEFAULT_RESOLUTION = (720, 1280)
 # Where the weights of the stages (encode, DiT, decode) live: "none" keeps all on the device;
-# "stages" keeps each stage's weights in pinned host memory and moves them in for that stage only
-# (`infer/weights.py`).
-OFFLOAD_MODES = ("none", "stages")
+# "stages" keeps each stage's weights in pinned host memory and moves them in for that stage only;
+# "blocks" as "stages", but the DiT program streams its scanned blocks from host memory one step
+# at a time (`infer/weights.py`, `models/dit/streaming.py`).
+OFFLOAD_MODES = ("none", "stages", "blocks")
 # Compiled programs (`executables/`) and XLA's compilation cache (`xla/`).
 DEFAULT_CACHE_DIR = os.environ.get("SEEDVR2_JAX_CACHE", "~/.cache/seedvr2-jax")
 # Fields that do not change the compiled program (the rest are part of its key).
 HOST_ONLY_FIELDS = ("checkpoint", "seed", "clip_frames", "clip_overlap", "max_frames",
                     "sequence_parallel", "crf", "overwrite", "dry_run", "cache_dir",
-                    "scene_cuts", "codec", "pix_fmt", "png_bits", "audio", "resume")
+                    "scene_cuts", "codec", "pix_fmt", "png_bits", "audio", "resume",
+                    "memory_budget")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +60,13 @@ class RestoreOptions:
     without tracing ("": none kept).
   size_mode: one of SIZE_MODES; scene_cuts: one of SCENE_CUTS.
   offload: one of OFFLOAD_MODES: "none" keeps every weight on the device; "stages" keeps the
-    weights of the stages not running (encode, DiT, decode) in pinned host memory.
+    weights of the stages not running (encode, DiT, decode) in pinned host memory; "blocks" as
+    "stages", and the DiT stage holds only its non-block weights and about one block (pair) on
+    the device, streaming the blocks from host memory.
+  memory_budget: GB of device memory a restore may use: `memory_plan` chooses clip length,
+    VAE tiles and offload to fit it (InputError naming the smallest workable budget when none
+    fits); None: the first device's free memory (its allocator's limit less what is in use),
+    no budget where the backend keeps no memory statistics (CPU).
   codec, pix_fmt: a video output's codec and pixel format (None: the container's defaults,
     `data/video_formats.py`); png_bits: 8 or 16 for PNG outputs; audio: carry the input's
     audio into a video output (False: drop it).
@@ -94,6 +102,7 @@ class RestoreOptions:
   audio: bool = True
   resume: bool = False
   offload: str = "none"
+  memory_budget: float | None = None
 
   def __post_init__(self):
     sizes = sum(v is not None for v in (self.resolution, self.short_side, self.scale))

@@ -24,8 +24,10 @@ import numpy as np
 from seedvr2_jax.errors import InputError
 from seedvr2_jax.infer.options import RestoreOptions
 
-# Options that change how frames are stored or what happens around them, not the frames.
-OUTPUT_ONLY_FIELDS = ("crf", "overwrite", "dry_run", "resume", "cache_dir", "audio")
+# Options that change how frames are stored or what happens around them, not the frames (the
+# options a memory budget chooses are in the manifest themselves).
+OUTPUT_ONLY_FIELDS = ("crf", "overwrite", "dry_run", "resume", "cache_dir", "audio",
+                      "memory_budget")
 _SEGMENT = re.compile(r"seg_(\d{6,})_(\d{6,})\.npy$")
 
 

@@ -13,7 +13,7 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +25,7 @@ from seedvr2_jax.convert import dit as dit_convert
 from seedvr2_jax.convert import vae as vae_convert
 from seedvr2_jax.data import video_formats, video_io
 from seedvr2_jax.errors import InputError
-from seedvr2_jax.infer import clips, one_step, parts, preprocess, scenes
+from seedvr2_jax.infer import clips, memory_plan, one_step, parts, preprocess, scenes
 from seedvr2_jax.infer.options import RestoreOptions
 from seedvr2_jax.models.dit import quantize, window_plan
 from seedvr2_jax.models.dit.flops import token_grid
@@ -134,10 +134,12 @@ class Progress:
 
 
 def describe_plan(output_path: str, info: video_io.MediaInfo, frames: int, size, plan, dit, vae,
-                  restorer: one_step.Restorer, batch: int) -> list[str]:
-  h, w = preprocess.model_size(size, restorer.options.size_mode)
+                  options: RestoreOptions, memory: list[str]) -> list[str]:
+  """The dry run's lines: input, sizes, clips, latent and windows, then `memory` (the memory
+  plan's lines)."""
+  h, w = preprocess.model_size(size, options.size_mode)
   padded = preprocess.padded_length(plan.length, vae.cfg.temporal_factor)
-  if restorer.options.size_mode == "crop":
+  if options.size_mode == "crop":
     top, left, _, _ = preprocess.crop_box(*size)
     sizes = f"cropped to {w}x{h} (offset {left},{top}); output {w}x{h}"
   else:
@@ -158,23 +160,31 @@ def describe_plan(output_path: str, info: video_io.MediaInfo, frames: int, size,
     p = window_plan.window_plan(grid, *key)
     lines.append(f"windows {key[1]}: {p.num_windows} (tokens per window {p.lengths.min()}-"
                  f"{p.lengths.max()})")
-  for mem in restorer.memory((batch, plan.length, info.height, info.width, 3)):
-    lines.append(f"estimated device memory, {mem.stage}: {mem.total / 1e9:.2f} GB (arguments "
-                 f"{mem.arguments / 1e9:.2f} GB, outputs {mem.outputs / 1e9:.2f} GB, "
-                 f"temporaries {mem.temporaries / 1e9:.2f} GB, weights on the device "
-                 f"{mem.weights / 1e9:.2f} GB)")
-  return lines
+  return lines + memory
+
+
+def abstract_model(model):
+  """`model` (an nnx module or an array) with `jax.ShapeDtypeStruct` leaves."""
+  if not isinstance(model, nnx.Module):
+    return jax.ShapeDtypeStruct(model.shape, model.dtype)
+  graphdef, state = nnx.split(model)
+  return nnx.merge(graphdef, jax.tree.map(abstract_model, state))
 
 
 @dataclasses.dataclass
 class Session:
-  """Models, devices and compiled restorers kept across inputs (`api.Restorer` holds one)."""
+  """Models, devices and compiled restorers kept across inputs (`api.Restorer` holds one).
+  `estimators` are restorers of the models' shapes alone, for memory estimates: they place and
+  copy no weights. All share `compiled`, so a restorer runs the programs its estimator
+  compiled."""
 
   dit: object
   vae: object
   txt: object
   mesh: jax.sharding.Mesh | None
   restorers: dict = dataclasses.field(default_factory=dict)
+  estimators: dict = dataclasses.field(default_factory=dict)
+  compiled: dict = dataclasses.field(default_factory=dict)
 
   @property
   def batch(self) -> int:
@@ -185,11 +195,23 @@ class Session:
                bits: int = 8) -> one_step.Restorer:
     """The restorer of clips resized to `size` with outputs of `bits` (one per size, bits and
     program options): its compiled programs are reused by every later input of that size."""
+    return self._cached(self.restorers, lambda: (self.dit, self.vae, self.txt), size, options,
+                        bits)
+
+  def estimator(self, size: tuple[int, int], options: RestoreOptions,
+                bits: int = 8) -> one_step.Restorer:
+    """`restorer` of the models' shapes: its `memory` compiles the programs `restorer` runs,
+    placing nothing."""
+    models = lambda: tuple(map(abstract_model, (self.dit, self.vae, self.txt)))
+    return self._cached(self.estimators, models, size, options, bits)
+
+  def _cached(self, restorers: dict, models, size, options, bits) -> one_step.Restorer:
+    """restorers[size, bits, program options], made from `models()` when missing."""
     key = (size, bits, tuple(options.program_fields().items()))
-    if key not in self.restorers:
-      self.restorers[key] = one_step.Restorer(self.dit, self.vae, self.txt, options, size,
-                                              self.mesh, bits)
-    return self.restorers[key]
+    if key not in restorers:
+      restorers[key] = one_step.Restorer(*models(), options, size, self.mesh, bits,
+                                         self.compiled)
+    return restorers[key]
 
 
 def load_session(options: RestoreOptions, log=print, models=None) -> Session:
@@ -203,6 +225,54 @@ def load_session(options: RestoreOptions, log=print, models=None) -> Session:
     dit = quantize.quantize_model(dit, options.dit_weights)
     log(f"DiT block kernels held as {options.dit_weights} (weight-only, dequantised at use)")
   return Session(dit, vae, txt, mesh)
+
+
+def memory_budget(options: RestoreOptions) -> int | None:
+  """Device bytes a restore may use: `options.memory_budget` GB, else the first device's free
+  memory (its allocator's limit less what is in use, loaded weights included); None without
+  either (a backend that keeps no memory statistics: CPU)."""
+  if options.memory_budget is not None:
+    return int(options.memory_budget * memory_plan.GB)
+  stats = jax.devices()[0].memory_stats()
+  if not stats or "bytes_limit" not in stats:
+    return None
+  return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+
+
+def memory_estimator(session: Session, size: tuple[int, int], bits: int,
+                     raw_shape: Callable[[RestoreOptions], tuple]) -> memory_plan.Estimator:
+  """XLA's estimate of a stage's memory (`one_step.Restorer.memory` of the session's models'
+  shapes) for raw clips (B, T, H, W, 3) of `raw_shape(options)`."""
+  def estimate(stage: str, options: RestoreOptions) -> memory_plan.StageMemory:
+    found = session.estimator(size, options, bits).memory(raw_shape(options), stages=(stage,))
+    if not found:
+      raise memory_plan.NoEstimate(stage)
+    return found[0]
+  return estimate
+
+
+def fit_memory(session: Session, options: RestoreOptions, frames: int, raw_hw: tuple[int, int],
+               size: tuple[int, int], bits: int = 8, cuts: tuple[int, ...] = (),
+               log=print) -> tuple[RestoreOptions, list[str]]:
+  """`options` fitted (`memory_plan.plan`) to `memory_budget(options)` for restoring `frames`
+  frames of `raw_hw` (H, W) to `size`, and the plan's lines (`Plan.describe`). No budget: the
+  options as given, and only a dry run is planned (for its estimates). A changed plan is logged.
+  InputError when no plan fits."""
+  budget = memory_budget(options)
+  if budget is None and not options.dry_run:
+    return options, []
+  length = lambda o: clips.plan_clips(frames, o.clip_frames, o.clip_overlap, cuts).length
+  raw_shape = lambda o: (session.batch, length(o), *raw_hw, 3)
+  estimate = memory_estimator(session, size, bits, raw_shape)
+  try:
+    plan = memory_plan.plan(options, length(options), size, budget, estimate)
+  except memory_plan.NoEstimate:
+    log("note: no memory estimates on this backend; the memory budget is not checked")
+    return options, []
+  lines = plan.describe()
+  if plan.options != options and not options.dry_run:
+    log(lines[0])
+  return plan.options, lines
 
 
 def restore_frames(session: Session, frames: Iterable[np.ndarray], plan: clips.ClipPlan,
@@ -252,11 +322,13 @@ def restore_media(input_path: str, output_path: str, options: RestoreOptions = R
     start = time.perf_counter()
     cuts = tuple(scenes.find_cuts(itertools.islice(video_io.read_frames(info), frames)))
     log(f"scene cuts: {list(cuts) if cuts else 'none'} ({time.perf_counter() - start:.2f} s)")
-  plan = clips.plan_clips(frames, options.clip_frames, options.clip_overlap, cuts)
   session = session or load_session(options, log, models)
+  options, memory_lines = fit_memory(session, options, frames, (info.height, info.width), size,
+                                     bits, cuts, log)
+  plan = clips.plan_clips(frames, options.clip_frames, options.clip_overlap, cuts)
   if options.dry_run:
     for line in describe_plan(output_path, info, frames, size, plan, session.dit, session.vae,
-                              session.restorer(size, options, bits), session.batch):
+                              options, memory_lines):
       log(line)
     return 0
   progress = Progress(frames, progress_stream)

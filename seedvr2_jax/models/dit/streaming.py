@@ -17,7 +17,8 @@ The other weights (embeddings, time embedding, output head) stay where they were
 the device. Pass the state to `jit` as it is (its placement is part of the argument): a
 `device_put` of the whole state onto device memory undoes the streaming. Outputs equal the
 resident model's (`tests/test_dit_weights.py`). A streamed model runs `__call__` only (no
-`hidden_states` taps).
+`hidden_states` taps). An abstract model (`jax.ShapeDtypeStruct` leaves, for memory estimates)
+gives an abstract streamed model: the stacks' leaves carry `sharding`, nothing is copied.
 """
 
 from __future__ import annotations
@@ -50,12 +51,23 @@ def stream_blocks(dit: NaDiT, sharding: jax.sharding.Sharding | None = None) -> 
     step = 1 if stop - start == 1 else 2
     modules = []
     for k in range(step):
-      states = [cast_linear_params(jax.device_get(splits[i][1]), dtype)
-                for i in range(start + k, stop, step)]
-      stacked = jax.device_put(stack_states(states, np.stack), sharding)
-      modules.append(nnx.merge(splits[start + k][0], stacked))
+      states = [splits[i][1] for i in range(start + k, stop, step)]
+      modules.append(nnx.merge(splits[start + k][0], _stacked(states, dtype, sharding)))
     stacks.append(BlockStack(modules, start, stop))
   graphdef, state = nnx.split(dit)
   streamed = nnx.merge(graphdef, state)  # a new module sharing the arrays
   streamed.blocks = nnx.List(stacks)
   return streamed
+
+
+def _stacked(states: list[nnx.State], dtype, sharding: jax.sharding.Sharding) -> nnx.State:
+  """Block states of one graph -> one state with a leading axis over them, Linear parameters
+  in `dtype`, stacked in host memory and placed in `sharding` (abstract states: an abstract
+  state with that sharding)."""
+  cast = lambda state: cast_linear_params(state, dtype)
+  if all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(states)):
+    abstract = jax.eval_shape(lambda states: stack_states([cast(s) for s in states]), states)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        abstract)
+  return jax.device_put(stack_states([cast(jax.device_get(s)) for s in states], np.stack),
+                        sharding)
