@@ -155,7 +155,8 @@ def main():
   parser.add_argument("--iters", type=int, default=3)
   parser.add_argument("--tiny", action="store_true", help="tiny model (a CPU smoke test)")
   parser.add_argument("--out", default=None, help="append JSON lines here")
-  parser.add_argument("--offload", default="none", help="the restore command's --offload (none|stages|blocks)")
+  parser.add_argument("--offload", default="none",
+                      help="the restore command's --offload (none|stages|blocks)")
   parser.add_argument("--timeline", action="store_true",
                       help="print each restore command's output lines with their times")
   parser.add_argument("--child", metavar="WORKDIR", help=argparse.SUPPRESS)
