@@ -123,6 +123,8 @@ def test_quantised_dit_weights_run_in_the_stage_programs(models):
   output."""
   options = _options(dit_weights="int8", offload="stages")
   session = restore.load_session(options, log=lambda line: None, models=models)
+  loaded = jax.tree.leaves(nnx.state(session.dit)) + jax.tree.leaves(nnx.state(session.vae))
+  assert {x.sharding.memory_kind for x in loaded} == {"pinned_host"}  # no resident device copy
   restorer = session.restorer(SIZE, options)
   leaves = jax.tree.leaves(restorer.weights.states["dit"])
   assert np.dtype(np.int8) in {x.dtype for x in leaves}

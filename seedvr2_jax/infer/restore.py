@@ -25,7 +25,7 @@ from seedvr2_jax.convert import dit as dit_convert
 from seedvr2_jax.convert import vae as vae_convert
 from seedvr2_jax.data import video_formats, video_io
 from seedvr2_jax.errors import InputError
-from seedvr2_jax.infer import clips, memory_plan, one_step, parts, preprocess, scenes
+from seedvr2_jax.infer import clips, memory_plan, one_step, parts, preprocess, scenes, weights
 from seedvr2_jax.infer.options import RestoreOptions
 from seedvr2_jax.models.dit import quantize, window_plan
 from seedvr2_jax.models.dit.flops import token_grid
@@ -185,6 +185,7 @@ class Session:
   restorers: dict = dataclasses.field(default_factory=dict)
   estimators: dict = dataclasses.field(default_factory=dict)
   compiled: dict = dataclasses.field(default_factory=dict)
+  weights_on_host: bool = False
 
   @property
   def batch(self) -> int:
@@ -197,6 +198,22 @@ class Session:
     program options): its compiled programs are reused by every later input of that size."""
     return self._cached(self.restorers, lambda: (self.dit, self.vae, self.txt), size, options,
                         bits)
+
+  def offload_weights(self) -> None:
+    """Moves the models' weights to pinned host memory, so that the only device copies are the
+    ones offloaded restorers move in for their stage, and forgets the restorers made from
+    device-resident weights. Idempotent."""
+    if self.weights_on_host:
+      return
+    host = weights.host_sharding(self.mesh)
+
+    def to_host(model):
+      graphdef, state = nnx.split(model)
+      return nnx.merge(graphdef, jax.device_put(state, host))
+
+    self.dit, self.vae = to_host(self.dit), to_host(self.vae)
+    self.restorers.clear()
+    self.weights_on_host = True
 
   def estimator(self, size: tuple[int, int], options: RestoreOptions,
                 bits: int = 8) -> one_step.Restorer:
@@ -224,7 +241,10 @@ def load_session(options: RestoreOptions, log=print, models=None) -> Session:
   if options.dit_weights != "native":
     dit = quantize.quantize_model(dit, options.dit_weights)
     log(f"DiT block kernels held as {options.dit_weights} (weight-only, dequantised at use)")
-  return Session(dit, vae, txt, mesh)
+  session = Session(dit, vae, txt, mesh)
+  if options.offload != "none":
+    session.offload_weights()
+  return session
 
 
 def memory_budget(options: RestoreOptions) -> int | None:
@@ -270,6 +290,8 @@ def fit_memory(session: Session, options: RestoreOptions, frames: int, raw_hw: t
     log("note: no memory estimates on this backend; the memory budget is not checked")
     return options, []
   lines = plan.describe()
+  if plan.options.offload != "none" and not options.dry_run:
+    session.offload_weights()
   if plan.options != options and not options.dry_run:
     log(lines[0])
   return plan.options, lines
