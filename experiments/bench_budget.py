@@ -92,8 +92,12 @@ def run_row(row: str, checkpoint: str, workdir: str) -> dict:
 
 def device_gb() -> float:
   """The first GPU's memory in GB (nvidia-smi: the parent holds no device memory)."""
-  mib = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits",
-                        "-i", "0"], capture_output=True, text=True, check=True).stdout
+  try:
+    mib = subprocess.run(["nvidia-smi", "--query-gpu=memory.total",
+                          "--format=csv,noheader,nounits", "-i", "0"],
+                         capture_output=True, text=True, check=True).stdout
+  except (OSError, subprocess.CalledProcessError):
+    sys.exit("bench_budget: needs an NVIDIA GPU (nvidia-smi found none)")
   return float(mib) * 2**20 / 1e9
 
 
