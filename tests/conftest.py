@@ -10,6 +10,10 @@ import pytest
 # Compiled programs of this test session (and its subprocesses) go to a fresh folder, not the
 # user's cache: no run reads programs that an earlier one compiled.
 os.environ["SEEDVR2_JAX_CACHE"] = tempfile.mkdtemp(prefix="seedvr2-jax-cache-")
+# XLA's persistent cache, per test worker and inherited by subprocesses: a run that restarts
+# (resume tests, second launches) loads the programs the first one compiled, as on a real host.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="seedvr2-jax-xla-")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 PARITY_A = os.path.join(FIXTURES, "parity_a")
