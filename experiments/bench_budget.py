@@ -132,7 +132,12 @@ def main():
       proc = subprocess.run([sys.executable, __file__, "--child", row, checkpoints[variant],
                              workdir], capture_output=True, text=True, env=env)
       if proc.returncode:
-        print(f"| {row}: failed: {proc.stderr.strip().splitlines()[-1][:300]} |", flush=True)
+        errors = [line for line in proc.stderr.splitlines() if "Error" in line or "error" in line]
+        print(f"| {row}: failed (exit {proc.returncode}): "
+              f"{(errors or proc.stderr.strip().splitlines() or [''])[-1][:300]} |", flush=True)
+        if args.out:
+          with open(f"{args.out}.{row.replace(':', '_')}.stderr", "w") as f:
+            f.write(proc.stderr)
         continue
       r = json.loads(proc.stdout.strip().splitlines()[-1])
       if args.out:

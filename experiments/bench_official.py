@@ -83,6 +83,9 @@ def apex_norms(torch):
 def install_substitutes(torch) -> list[str]:
   """Registers stand-ins for flash_attn and apex where they are not importable."""
   made = []
+  # transformers (imported by diffusers, which the official code imports) probes for flash_attn
+  # with find_spec, which fails on a stand-in module: let it probe before one exists.
+  importlib.import_module("diffusers.models.embeddings")
   if importlib.util.find_spec("flash_attn") is None:
     sys.modules["flash_attn"] = types.ModuleType("flash_attn")
     sys.modules["flash_attn"].flash_attn_varlen_func = varlen_attention

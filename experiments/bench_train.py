@@ -24,7 +24,8 @@ per device. For APT, --remat applies to the generator; the discriminator uses
 `config.apt.d_remat` (full). The GPU XLA flags of `seedvr2_jax/utils/xla_flags.py` are set (as
 `train` sets them) unless --no-gpu-flags. --profile DIR: after the timed steps, one more step
 runs under the JAX profiler (trace in DIR/VARIANT_xDEVICES_REMAT, for TensorBoard or Perfetto)
-and its device time per HLO op is printed (on CPU: the host's XLA ops).
+and its device time per HLO op is printed (on CPU: the host's XLA ops; on CUDA the run has
+XLA's command buffers off, else a step is one CUDA graph).
 """
 
 import argparse
@@ -167,6 +168,11 @@ def main():
     return
   if not args.no_gpu_flags:
     xla_flags.apply_gpu_flags()  # the children inherit XLA_FLAGS
+  if args.profile and xla_flags.cuda_requested():
+    # CUDA graphs show a step as one "command_buffer" op: off, so the profile lists the ops
+    # (the timed steps of a --profile run are without them too; xla_flags is in the JSON).
+    os.environ["XLA_FLAGS"] = xla_flags.merged(os.environ.get("XLA_FLAGS", ""),
+                                               (("xla_gpu_enable_command_buffer", ""),))
   for spec in args.runs:
     cmd = [sys.executable, __file__, "--child", "--runs", spec, "--remat", *args.remat,
            "--remat-names", *args.remat_names, "--mu-dtype", args.mu_dtype,
