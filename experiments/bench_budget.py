@@ -132,7 +132,7 @@ def main():
       proc = subprocess.run([sys.executable, __file__, "--child", row, checkpoints[variant],
                              workdir], capture_output=True, text=True, env=env)
       if proc.returncode:
-        errors = [line for line in proc.stderr.splitlines() if "Error" in line or "error" in line]
+        errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
         print(f"| {row}: failed (exit {proc.returncode}): "
               f"{(errors or proc.stderr.strip().splitlines() or [''])[-1][:300]} |", flush=True)
         if args.out:

@@ -33,15 +33,6 @@ TINY = os.path.join(ROOT, "configs", "tiny.py")
 LATENT_THW = (2, 8, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def compilation_cache(tmp_path_factory):
-  """Runs of one config reuse their compiled step (as `train` does across restarts)."""
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  yield
-  jax.config.update("jax_compilation_cache_dir", None)
-
-
 def tiny(arg: str = "", **overrides):
   config = config_lib.load_config(TINY + (f":{arg}" if arg else ""))
   config.update({"log_every": 2, "checkpoint_every": 4, **overrides})
