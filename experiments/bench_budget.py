@@ -1,10 +1,12 @@
 """Restoring within a device-memory budget: seconds per frame and peak device memory of a restore
 (SeedVR2-3B / 7B architecture, random weights, bf16) with the budget enforced on JAX's allocator
 (XLA_PYTHON_CLIENT_MEM_FRACTION) and given to the planner (`memory_budget`), beside the same
-restore with the whole device.
+restore with the whole device. `--tiny`: the test-size models of the same code paths, any
+backend (on CPU the budget goes to the planner alone: no allocator cap, no peak).
 
   python experiments/bench_budget.py                                 # the rows of issue 23
   python experiments/bench_budget.py --rows 3b:21:270x480:1080x1920:24 3b:21:270x480:1080x1920:0
+  python experiments/bench_budget.py --tiny --rows 3b:9:32x48:64x96:0.05   # CPU smoke test
 
 A row is VARIANT:FRAMES:LQ_HxW:OUT_HxW:BUDGET_GB (budget 0: the whole device, no plan). Each
 variant's random weights are saved once as a checkpoint (in a process of their own, so that
@@ -16,6 +18,7 @@ use over the whole process. One JSON line per row (--out), a markdown row printe
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -31,8 +34,9 @@ DEFAULT_ROWS = ("3b:21:180x320:720x1280:0", "3b:21:180x320:720x1280:12",
                 "7b:21:180x320:720x1280:24", "7b:21:270x480:1080x1920:40")
 
 
-def save_random_checkpoint(variant: str, path: str) -> None:
-  """Random bf16 weights of the official `variant` DiT and the VAE, saved as a checkpoint."""
+def save_random_checkpoint(variant: str, path: str, tiny: bool = False) -> None:
+  """Random bf16 weights of the official `variant` DiT and the VAE (`tiny`: their test sizes),
+  saved as a checkpoint."""
   import jax
   import jax.numpy as jnp
   from flax import nnx
@@ -44,8 +48,11 @@ def save_random_checkpoint(variant: str, path: str) -> None:
   from seedvr2_jax.models.vae.autoencoder import VideoAutoencoder
 
   dtype = "bfloat16"
-  dit = NaDiT(dit_config.official(variant, param_dtype=dtype, dtype=dtype), nnx.Rngs(0))
-  vae = VideoAutoencoder(vae_config.VAEConfig(param_dtype=dtype, dtype=dtype), nnx.Rngs(1))
+  dit_sizes, vae_sizes = (dit_config.TINY[variant], vae_config.TINY) if tiny else ({}, {})
+  dit = NaDiT(dit_config.official(variant, param_dtype=dtype, dtype=dtype, **dit_sizes),
+              nnx.Rngs(0))
+  vae = VideoAutoencoder(vae_config.VAEConfig(param_dtype=dtype, dtype=dtype, **vae_sizes),
+                         nnx.Rngs(1))
   pos = jax.random.normal(jax.random.key(2), (58, dit.cfg.txt_in_dim), jnp.bfloat16)
   neg = jax.random.normal(jax.random.key(3), (64, dit.cfg.txt_in_dim), jnp.bfloat16)
   bundle_lib.save(bundle_lib.Bundle(dit.cfg, vae.cfg, nnx.state(dit), nnx.state(vae), pos, neg),
@@ -90,15 +97,24 @@ def run_row(row: str, checkpoint: str, workdir: str) -> dict:
               plan=[line for line in log if line.startswith(("memory plan", "  "))])
 
 
-def device_gb() -> float:
-  """The first GPU's memory in GB (nvidia-smi: the parent holds no device memory)."""
+def device_gb() -> float | None:
+  """The first GPU's memory in GB (nvidia-smi: the parent holds no device memory); None
+  without an NVIDIA GPU."""
   try:
     mib = subprocess.run(["nvidia-smi", "--query-gpu=memory.total",
                           "--format=csv,noheader,nounits", "-i", "0"],
                          capture_output=True, text=True, check=True).stdout
   except (OSError, subprocess.CalledProcessError):
-    sys.exit("bench_budget: needs an NVIDIA GPU (nvidia-smi found none)")
+    return None
   return float(mib) * 2**20 / 1e9
+
+
+def allocator_env(budget: float, total_gb: float | None) -> dict:
+  """The child's environment: JAX's GPU allocator capped at `budget` GB (0: 95% of the GPU)."""
+  if total_gb is None:
+    return dict(os.environ)
+  return dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false",
+              XLA_PYTHON_CLIENT_MEM_FRACTION=f"{(budget or 0.95 * total_gb) / total_gb:.4f}")
 
 
 def main():
@@ -109,28 +125,36 @@ def main():
   parser.add_argument("--child", nargs=3, metavar=("ROW", "CHECKPOINT", "WORKDIR"),
                       help=argparse.SUPPRESS)
   parser.add_argument("--save", nargs=2, metavar=("VARIANT", "PATH"), help=argparse.SUPPRESS)
+  parser.add_argument("--workdir", help="keep checkpoints, clips and compiled programs here "
+                      "(reused by a later run; default: a temporary directory)")
+  parser.add_argument("--tiny", action="store_true",
+                      help="the test-size models (a smoke test on any backend)")
   args = parser.parse_args()
   if args.save:
-    save_random_checkpoint(*args.save)
+    save_random_checkpoint(*args.save, tiny=args.tiny)
     return
   if args.child:
     print(json.dumps(run_row(*args.child)))
     return
   total_gb = device_gb()
-  print("| model | output | frames | budget | plan | load s | cold s | s/frame | peak GB |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-  with tempfile.TemporaryDirectory() as workdir:
+  if total_gb is None and not args.tiny:
+    sys.exit("bench_budget: needs an NVIDIA GPU (nvidia-smi found none); --tiny runs anywhere")
+  print("| model | output | frames | budget | plan | load s | cold s | s/frame | peak GB | device |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  with contextlib.ExitStack() as stack:
+    workdir = args.workdir or stack.enter_context(tempfile.TemporaryDirectory())
+    os.makedirs(workdir, exist_ok=True)
     checkpoints = {}
     for row in args.rows:
       variant, budget = row.split(":")[0], float(row.split(":")[-1])
       if variant not in checkpoints:
-        checkpoints[variant] = os.path.join(workdir, f"seedvr2_{variant}")
-        subprocess.run([sys.executable, __file__, "--save", variant, checkpoints[variant]],
-                       check=True)
-      env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false",
-                 XLA_PYTHON_CLIENT_MEM_FRACTION=f"{(budget or 0.95 * total_gb) / total_gb:.4f}")
+        checkpoints[variant] = os.path.join(workdir, f"seedvr2_{variant}{'_tiny' * args.tiny}")
+      if not os.path.isdir(checkpoints[variant]):
+        subprocess.run([sys.executable, __file__, "--save", variant, checkpoints[variant],
+                        *(["--tiny"] if args.tiny else [])], check=True)
       proc = subprocess.run([sys.executable, __file__, "--child", row, checkpoints[variant],
-                             workdir], capture_output=True, text=True, env=env)
+                             workdir], capture_output=True, text=True,
+                            env=allocator_env(budget, total_gb))
       if proc.returncode:
         errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
         print(f"| {row}: failed (exit {proc.returncode}): "
@@ -146,7 +170,7 @@ def main():
       plan = r["plan"][0].split(": ", 1)[-1] if r["plan"] else "as given"
       print(f"| {r['variant'].upper()} | {r['output']} | {r['frames']} | "
             f"{r['budget_gb'] or 'none'} | {plan} | {r['load_s']:.1f} | {r['cold_s']:.1f} | "
-            f"{r['s_per_frame']:.3f} | {r['peak_gb']:.1f} | {r['device']}", flush=True)
+            f"{r['s_per_frame']:.3f} | {r['peak_gb']:.1f} | {r['device']} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ TINY_FRAMES, TINY_SIZE = 9, (18, 30)
 def xla_plan(restore_models):
   """plan(budget bytes, **options) with the real estimator; one session, so each stage program
   is compiled once for the module."""
-  session = restore.Session(*restore_models, mesh=None)
+  session = restore.Session(restore_models, mesh=None)
   length = lambda o: clips.plan_clips(TINY_FRAMES, o.clip_frames, o.clip_overlap).length
   estimate = restore.memory_estimator(session, TINY_SIZE, 8,
                                       lambda o: (1, length(o), 23, 37, 3))

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -15,7 +16,8 @@ from conftest import FIXTURES
 from seedvr2_jax import cli
 from seedvr2_jax.data import video_io
 from seedvr2_jax.errors import ConfigError, InputError
-from seedvr2_jax.infer import batch, clips, restore
+from seedvr2_jax.infer import batch, clips, one_step, restore
+from seedvr2_jax.infer.options import RestoreOptions
 
 BIKES = os.path.join(FIXTURES, "media", "bikes_2s.mp4")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,6 +55,35 @@ def test_array_in_equals_the_file_and_a_second_call_does_not_retrace(restorer, b
     restorer.restore_array(bikes[0])
   with pytest.raises(ConfigError, match="checkpoint are chosen at load time"):
     restorer.restore_array(bikes[:9], checkpoint="other")
+
+
+def test_programs_compile_while_the_weights_load_and_a_dry_run_loads_none(tmp_path, monkeypatch):
+  """The weights load in a background thread while the stage programs are compiled from the
+  checkpoint's shapes: here the load waits until a program exists, which would deadlock (and
+  time out) if compiling waited for the weights. A dry run plans without loading them."""
+  programs_ready, order = threading.Event(), []
+  load_models, programs = restore.load_models, one_step.Restorer.programs
+
+  def load_after_programs(*args):
+    assert programs_ready.wait(60), "the programs waited for the weights"
+    order.append("weights")
+    return load_models(*args)
+
+  def programs_then_release(self, *args):
+    compiled = programs(self, *args)
+    order.append("programs")
+    programs_ready.set()
+    return compiled
+
+  monkeypatch.setattr(restore, "load_models", load_after_programs)
+  monkeypatch.setattr(one_step.Restorer, "programs", programs_then_release)
+  options = RestoreOptions(max_frames=5, **OPTIONS)
+  assert restore.restore_media(BIKES, str(tmp_path / "out.mp4"), options, log=print) == 5
+  assert order[:2] == ["programs", "weights"]
+  order.clear()
+  dry = RestoreOptions(max_frames=5, dry_run=True, memory_budget=8, **OPTIONS)
+  assert restore.restore_media(BIKES, str(tmp_path / "dry.mp4"), dry, log=print) == 0
+  assert "weights" not in order and not os.path.exists(tmp_path / "dry.mp4")
 
 
 def test_resume_point_covers_every_later_frame_with_all_its_clips():

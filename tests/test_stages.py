@@ -76,7 +76,7 @@ def test_offloaded_clips_stream_and_equal_one_program(models, monkeypatch):
   frames = list(_raw(12)[0])
   plan = clips.plan_clips(12, 9, 4)  # 2 clips of 9 frames: 3 latent frames, 3 decode chunks
   options = _options(offload="stages")
-  session = restore.Session(*models, mesh=None)
+  session = restore.Session(models, mesh=None)
   restorer = session.restorer(SIZE, options)
   dispatches, seen = [0], []
 
@@ -140,7 +140,7 @@ def test_streamed_blocks_equal_resident_weights(models):
   one scan step at a time, its other weights on the device; the restoration equals offload
   "none", and the DiT's estimate counts only the non-block weights on the device (estimated on
   the models' shapes alone)."""
-  session = restore.Session(*models, mesh=None)
+  session = restore.Session(models, mesh=None)
   streamed = session.restorer(SIZE, _options(offload="blocks"))
   kinds = {x.sharding.memory_kind for x in jax.tree.leaves(streamed.weights.on_device("dit"))}
   assert kinds == {"device", "pinned_host"}

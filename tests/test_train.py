@@ -759,9 +759,9 @@ def test_apt_step_logs_the_losses_and_gradients_of_direct_model_calls(latent_thw
   want = by_hand(run.state.params["dit"], run.state.params["discriminator"])
   _, logged = step(jax.tree.map(jnp.copy, run.state), batch, run.frozen)
   # R1 / R2 square differences of nearly equal logits (batched calls here, separate above):
-  # float32 summation order shows at ~1e-4 relative there; a mixed-up term is off by O(1).
+  # float32 summation order shows at up to ~1e-3 relative there; a mixed-up term is off by O(1).
   for name, value in want.items():
-    rtol = 1e-3 if name in ("d/r1", "d/r2") else 1e-4 if "grad_norm" in name else 2e-5
+    rtol = 1e-2 if name in ("d/r1", "d/r2") else 1e-4 if "grad_norm" in name else 2e-5
     np.testing.assert_allclose(float(logged[name]), float(value), rtol=rtol, err_msg=name)
   assert float(want["g/feature_matching"]) > 0 and float(want["d/r1"]) > 0
 

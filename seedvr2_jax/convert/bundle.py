@@ -77,6 +77,10 @@ def _check_target(out_dir: str, overwrite: bool) -> None:
     raise InputError(f"{out_dir} exists (pass --overwrite to replace it)")
 
 
+def _checkpointer() -> ocp.Checkpointer:
+  return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+
+
 def convert(dit_path: str, vae_path: str, pos_path: str, neg_path: str, out_dir: str, *,
             dtype: str = "float32", variant: str | None = None,
             dit_cfg: dit_config.NaDiTConfig | None = None,
@@ -122,48 +126,70 @@ def save(bundle: Bundle, out_dir: str, *, overwrite: bool = False) -> None:
                text=ocp.args.StandardSave({"pos": bundle.pos_emb, "neg": bundle.neg_emb}))
   if bundle.rope_buffers is not None:
     items["buffers"] = ocp.args.StandardSave({"rope_freqs": bundle.rope_buffers})
-  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+  with _checkpointer() as checkpointer:
     checkpointer.save(os.path.abspath(out_dir), force=overwrite, args=ocp.args.Composite(**items))
 
 
-def load(ckpt_dir: str, *, param_dtype: str | None = None, dit: bool = True,
-         **numerics) -> Bundle:
-  """An Orbax checkpoint directory -> Bundle (parameters cast to `param_dtype` if given;
-  `dit=False` skips reading the DiT: `dit_state` is None)."""
+@dataclasses.dataclass(frozen=True)
+class Header:
+  """What a checkpoint holds besides its weights: the model configs and the text embeddings
+  (read in a moment, so that programs can be built while the weights load)."""
+
+  dit_cfg: dit_config.NaDiTConfig
+  vae_cfg: vae_config.VAEConfig
+  pos_emb: jax.Array
+  neg_emb: jax.Array
+
+
+def load_header(ckpt_dir: str, *, param_dtype: str | None = None, **numerics) -> Header:
+  """The configs (parameters of `param_dtype` if given, else as saved) and text embeddings of
+  an Orbax checkpoint directory."""
   ckpt_dir = os.path.abspath(ckpt_dir)
   if not os.path.isdir(os.path.join(ckpt_dir, "config")):
     raise CheckpointError(f"{ckpt_dir}: not a seedvr2-jax checkpoint (no config item; make one "
                           "with `seedvr2-jax convert`)")
-  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+  with _checkpointer() as checkpointer:
     config = checkpointer.restore(ckpt_dir, args=ocp.args.Composite(
         config=ocp.args.JsonRestore()))["config"]
     if config.get("format") != FORMAT:
       raise CheckpointError(f"{ckpt_dir}: unknown checkpoint format {config.get('format')!r}")
-    dtype = param_dtype or config["dtype"]
-    dit_cfg = dit_config.NaDiTConfig(**config["dit"], param_dtype=dtype, **numerics)
-    vae_cfg = vae_config.VAEConfig(**config["vae"], param_dtype=dtype,
-                                   dtype=numerics.get("dtype", "float32"))
-    _, vae_abstract = vae_convert.abstract_model(vae_cfg)
-    target = lambda state: jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(state))
-    items = {"vae": ocp.args.StandardRestore(target(vae_abstract)),
-             "text": ocp.args.StandardRestore()}
-    dit_abstract = dit_convert.abstract_model(dit_cfg)[1] if dit else None
-    if dit:
-      items["dit"] = ocp.args.StandardRestore(target(dit_abstract))
-    if dit and os.path.isdir(os.path.join(ckpt_dir, "buffers")):
-      items["buffers"] = ocp.args.StandardRestore()
-    try:
+    text = checkpointer.restore(ckpt_dir, args=ocp.args.Composite(
+        text=ocp.args.StandardRestore()))["text"]
+  dtype = param_dtype or config["dtype"]
+  dit_cfg = dit_config.NaDiTConfig(**config["dit"], param_dtype=dtype, **numerics)
+  vae_cfg = vae_config.VAEConfig(**config["vae"], param_dtype=dtype,
+                                 dtype=numerics.get("dtype", "float32"))
+  pos, neg = (jnp.asarray(text[k], jnp.dtype(dtype)) for k in ("pos", "neg"))
+  return Header(dit_cfg, vae_cfg, pos, neg)
+
+
+def load(ckpt_dir: str, *, param_dtype: str | None = None, dit: bool = True,
+         header: Header | None = None, **numerics) -> Bundle:
+  """An Orbax checkpoint directory -> Bundle (parameters cast to `param_dtype` if given;
+  `dit=False` skips reading the DiT: `dit_state` is None). `header`: its `load_header`, when
+  already read (then `param_dtype` and `numerics` are the header's)."""
+  ckpt_dir = os.path.abspath(ckpt_dir)
+  header = header or load_header(ckpt_dir, param_dtype=param_dtype, **numerics)
+  _, vae_abstract = vae_convert.abstract_model(header.vae_cfg)
+  target = lambda state: jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(state))
+  items = {"vae": ocp.args.StandardRestore(target(vae_abstract))}
+  dit_abstract = dit_convert.abstract_model(header.dit_cfg)[1] if dit else None
+  if dit:
+    items["dit"] = ocp.args.StandardRestore(target(dit_abstract))
+  if dit and os.path.isdir(os.path.join(ckpt_dir, "buffers")):
+    items["buffers"] = ocp.args.StandardRestore()
+  try:
+    with _checkpointer() as checkpointer:
       restored = checkpointer.restore(ckpt_dir, args=ocp.args.Composite(**items))
-    except (ValueError, KeyError) as e:
-      raise CheckpointError(f"{ckpt_dir}: does not match its config ({e})") from None
+  except (ValueError, KeyError) as e:
+    raise CheckpointError(f"{ckpt_dir}: does not match its config ({e})") from None
   if dit:
     nnx.replace_by_pure_dict(dit_abstract, restored["dit"])
   nnx.replace_by_pure_dict(vae_abstract, restored["vae"])
-  text = {k: jnp.asarray(v, jnp.dtype(dtype)) for k, v in restored["text"].items()}
   rope_buffers = restored["buffers"]["rope_freqs"] if "buffers" in items else None
-  return Bundle(dit_cfg, vae_cfg, dit_abstract, vae_abstract, text["pos"], text["neg"],
-                None if rope_buffers is None else np.asarray(rope_buffers))
+  return Bundle(header.dit_cfg, header.vae_cfg, dit_abstract, vae_abstract, header.pos_emb,
+                header.neg_emb, None if rope_buffers is None else np.asarray(rope_buffers))
 
 
 def export(ckpt_dir: str, out_dir: str, *, overwrite: bool = False, log=print) -> list[str]:

@@ -65,8 +65,9 @@ class RestoreOptions:
     the device, streaming the blocks from host memory.
   memory_budget: GB of device memory a restore may use: `memory_plan` chooses clip length,
     VAE tiles and offload to fit it (InputError naming the smallest workable budget when none
-    fits); None: the first device's free memory (its allocator's limit less what is in use),
-    no budget where the backend keeps no memory statistics (CPU).
+    fits); None: the first device's free memory besides the models (its allocator's limit
+    less what is in use when the session starts), no budget where the backend keeps no memory
+    statistics (CPU).
   codec, pix_fmt: a video output's codec and pixel format (None: the container's defaults,
     `data/video_formats.py`); png_bits: 8 or 16 for PNG outputs; audio: carry the input's
     audio into a video output (False: drop it).

@@ -8,7 +8,7 @@ output behind; an existing output is only replaced with `options.overwrite`.
 
 from __future__ import annotations
 
-import dataclasses
+import concurrent.futures
 import itertools
 import os
 import sys
@@ -89,17 +89,35 @@ def resolve_dtype(dtype: str) -> str:
   return "bfloat16" if jax.default_backend() in ("gpu", "tpu") else "float32"
 
 
-def load_models(checkpoint: str | None, dtype: str, log):
-  """(DiT, VAE, positive text embedding) of a `convert` / `export-run` directory, or of the
+def model_header(checkpoint: str | None, dtype: str, log) -> tuple[str, bundle_lib.Header]:
+  """(checkpoint directory, its configs and text embedding): that of `checkpoint`, or of the
   bundled toy model without one."""
   if checkpoint is None:
     log(f"note: {NO_CHECKPOINT_NOTE}")
     checkpoint = TOY_CHECKPOINT
-  bundle = bundle_lib.load(checkpoint, param_dtype=dtype, dtype=dtype)
+  return checkpoint, bundle_lib.load_header(checkpoint, param_dtype=dtype, dtype=dtype)
+
+
+def load_models(checkpoint: str | None, dtype: str, log,
+                header: bundle_lib.Header | None = None):
+  """(DiT, VAE, positive text embedding) of a `convert` / `export-run` directory, or of the
+  bundled toy model without one; `header`: the directory's `model_header`, when already read."""
+  if header is None:
+    checkpoint, header = model_header(checkpoint, dtype, log)
+  start = time.perf_counter()
+  bundle = bundle_lib.load(checkpoint, header=header)
   dit = nnx.merge(dit_convert.abstract_model(bundle.dit_cfg)[0], bundle.dit_state)
   vae = nnx.merge(vae_convert.abstract_model(bundle.vae_cfg)[0], bundle.vae_state)
-  log(f"loaded SeedVR2-{bundle.dit_cfg.variant.upper()} from {checkpoint} ({dtype})")
+  log(f"loaded SeedVR2-{bundle.dit_cfg.variant.upper()} from {checkpoint} "
+      f"({bundle.dit_cfg.param_dtype}, {time.perf_counter() - start:.2f} s)")
   return dit, vae, bundle.pos_emb
+
+
+def abstract_models(header: bundle_lib.Header):
+  """The (DiT, VAE, text embedding) of `header` with `jax.ShapeDtypeStruct` leaves."""
+  dit = nnx.merge(*dit_convert.abstract_model(header.dit_cfg))
+  vae = nnx.merge(*vae_convert.abstract_model(header.vae_cfg))
+  return dit, vae, abstract_model(header.pos_emb)
 
 
 def device_mesh(sequence_parallel: int) -> jax.sharding.Mesh | None:
@@ -171,21 +189,60 @@ def abstract_model(model):
   return nnx.merge(graphdef, jax.tree.map(abstract_model, state))
 
 
-@dataclasses.dataclass
+def free_device_bytes() -> int | None:
+  """The first device's free memory (its allocator's limit less what is in use); None on a
+  backend that keeps no memory statistics (CPU)."""
+  stats = jax.devices()[0].memory_stats()
+  if not stats or "bytes_limit" not in stats:
+    return None
+  return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+
+
 class Session:
   """Models, devices and compiled restorers kept across inputs (`api.Restorer` holds one).
-  `estimators` are restorers of the models' shapes alone, for memory estimates: they place and
-  copy no weights. All share `compiled`, so a restorer runs the programs its estimator
-  compiled."""
 
-  dit: object
-  vae: object
-  txt: object
-  mesh: jax.sharding.Mesh | None
-  restorers: dict = dataclasses.field(default_factory=dict)
-  estimators: dict = dataclasses.field(default_factory=dict)
-  compiled: dict = dataclasses.field(default_factory=dict)
-  weights_on_host: bool = False
+  models: (DiT, VAE, text embedding), or a future of them (`result()`) while their weights
+  load in the background or until they are first needed; shapes: their abstract shapes where
+  known before the weights (the checkpoint's configs), else taken from the loaded models;
+  free_bytes: device memory free besides the models (the default memory budget).
+  `estimators` are restorers of the models' shapes alone, for memory estimates and for compiling
+  programs while the weights load: they place and copy no weights. All share `compiled`, so a
+  restorer runs the programs its estimator compiled.
+  """
+
+  def __init__(self, models, mesh: jax.sharding.Mesh | None, shapes=None,
+               free_bytes: int | None = None, weights_on_host: bool = False):
+    if not hasattr(models, "result"):
+      models = Deferred(lambda value=models: value)
+    self._models, self.mesh, self._shapes, self.free_bytes = models, mesh, shapes, free_bytes
+    self.weights_on_host = weights_on_host
+    self.restorers: dict = {}
+    self.estimators: dict = {}
+    self.compiled: dict = {}
+
+  @property
+  def models(self) -> tuple:
+    """(DiT, VAE, text embedding), waiting for their weights if they are still loading."""
+    return self._models.result()
+
+  @property
+  def dit(self):
+    return self.models[0]
+
+  @property
+  def vae(self):
+    return self.models[1]
+
+  @property
+  def txt(self):
+    return self.models[2]
+
+  @property
+  def shapes(self) -> tuple:
+    """The abstract (DiT, VAE, text embedding)."""
+    if self._shapes is None:
+      self._shapes = tuple(map(abstract_model, self.models))
+    return self._shapes
 
   @property
   def batch(self) -> int:
@@ -196,8 +253,7 @@ class Session:
                bits: int = 8) -> one_step.Restorer:
     """The restorer of clips resized to `size` with outputs of `bits` (one per size, bits and
     program options): its compiled programs are reused by every later input of that size."""
-    return self._cached(self.restorers, lambda: (self.dit, self.vae, self.txt), size, options,
-                        bits)
+    return self._cached(self.restorers, lambda: self.models, size, options, bits)
 
   def offload_weights(self) -> None:
     """Moves the models' weights to pinned host memory, so that the only device copies are the
@@ -205,22 +261,16 @@ class Session:
     device-resident weights. Idempotent."""
     if self.weights_on_host:
       return
-    host = weights.host_sharding(self.mesh)
-
-    def to_host(model):
-      graphdef, state = nnx.split(model)
-      return nnx.merge(graphdef, jax.device_put(state, host))
-
-    self.dit, self.vae = to_host(self.dit), to_host(self.vae)
+    loaded, mesh = self._models, self.mesh
+    self._models = in_background(lambda: host_models(loaded.result(), mesh))
     self.restorers.clear()
     self.weights_on_host = True
 
   def estimator(self, size: tuple[int, int], options: RestoreOptions,
                 bits: int = 8) -> one_step.Restorer:
-    """`restorer` of the models' shapes: its `memory` compiles the programs `restorer` runs,
-    placing nothing."""
-    models = lambda: tuple(map(abstract_model, (self.dit, self.vae, self.txt)))
-    return self._cached(self.estimators, models, size, options, bits)
+    """`restorer` of the models' shapes: its `memory` and `programs` compile the programs
+    `restorer` runs, placing nothing."""
+    return self._cached(self.estimators, lambda: self.shapes, size, options, bits)
 
   def _cached(self, restorers: dict, models, size, options, bits) -> one_step.Restorer:
     """restorers[size, bits, program options], made from `models()` when missing."""
@@ -231,32 +281,80 @@ class Session:
     return restorers[key]
 
 
+class Deferred:
+  """`fn()`, computed when its `result()` is first asked for (a future that starts late)."""
+
+  def __init__(self, fn: Callable[[], object]):
+    self._fn, self._done = fn, None
+
+  def result(self):
+    if self._fn is not None:
+      self._done, self._fn = self._fn(), None
+    return self._done
+
+
+def in_background(fn: Callable[[], object]) -> concurrent.futures.Future:
+  """`fn()` running in a thread of its own."""
+  executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="load-weights")
+  future = executor.submit(fn)
+  executor.shutdown(wait=False)
+  return future
+
+
+def host_models(models, mesh: jax.sharding.Mesh | None) -> tuple:
+  """(DiT, VAE, text embedding) with the DiT's and VAE's weights in pinned host memory."""
+  host = weights.host_sharding(mesh)
+
+  def to_host(model):
+    graphdef, state = nnx.split(model)
+    return nnx.merge(graphdef, jax.device_put(state, host))
+
+  dit, vae, txt = models
+  return to_host(dit), to_host(vae), txt
+
+
+def model_bytes(models) -> int:
+  """Bytes of the weights of (DiT, VAE, text embedding)."""
+  return weights.nbytes([nnx.state(m) if isinstance(m, nnx.Module) else m for m in models])
+
+
 def load_session(options: RestoreOptions, log=print, models=None) -> Session:
   """The devices of `options.sequence_parallel` and the models of `options.checkpoint` (or the
-  given (dit, vae, text embedding)), the DiT's block kernels as `options.dit_weights` says."""
+  given (dit, vae, text embedding)), the DiT's block kernels as `options.dit_weights` says,
+  the weights in host memory for an `options.offload`. A checkpoint's weights load in a
+  background thread: the session's shapes (read from the checkpoint's configs), and so its
+  memory plans and programs, do not wait for them (with quantised DiT weights they do)."""
   mesh = device_mesh(options.sequence_parallel)
   log(f"devices: {jax.device_count()} ({1 if mesh is None else mesh.shape['data']} clip(s) at a "
       f"time, each on {1 if mesh is None else mesh.shape['sequence']} device(s))")
-  dit, vae, txt = models or load_models(options.checkpoint, resolve_dtype(options.dtype), log)
-  if options.dit_weights != "native":
-    dit = quantize.quantize_model(dit, options.dit_weights)
-    log(f"DiT block kernels held as {options.dit_weights} (weight-only, dequantised at use)")
-  session = Session(dit, vae, txt, mesh)
-  if options.offload != "none":
-    session.offload_weights()
-  return session
+  free, native = free_device_bytes(), options.dit_weights == "native"
+
+  def prepare(loaded):
+    dit, vae, txt = loaded
+    if not native:
+      dit = quantize.quantize_model(dit, options.dit_weights)
+      log(f"DiT block kernels held as {options.dit_weights} (weight-only, dequantised at use)")
+    return (dit, vae, txt) if options.offload == "none" else host_models((dit, vae, txt), mesh)
+
+  if models is not None:  # already loaded: their device bytes are free for the restore
+    free = None if free is None else free + model_bytes(models)
+    loading, shapes = Deferred(lambda: prepare(models)), None
+  else:
+    checkpoint, header = model_header(options.checkpoint, resolve_dtype(options.dtype), log)
+    shapes = abstract_models(header) if native else None
+    load = lambda: prepare(load_models(checkpoint, header.dit_cfg.param_dtype, log, header))
+    # A dry run plans from the shapes alone: its weights load only if something asks for them.
+    loading = Deferred(load) if options.dry_run and native else in_background(load)
+  return Session(loading, mesh, shapes, free, weights_on_host=options.offload != "none")
 
 
-def memory_budget(options: RestoreOptions) -> int | None:
-  """Device bytes a restore may use: `options.memory_budget` GB, else the first device's free
-  memory (its allocator's limit less what is in use, loaded weights included); None without
-  either (a backend that keeps no memory statistics: CPU)."""
+def memory_budget(options: RestoreOptions, session: Session) -> int | None:
+  """Device bytes a restore may use: `options.memory_budget` GB, else the device memory free
+  besides the session's models (`Session.free_bytes`); None without either (a backend that
+  keeps no memory statistics: CPU)."""
   if options.memory_budget is not None:
     return int(options.memory_budget * memory_plan.GB)
-  stats = jax.devices()[0].memory_stats()
-  if not stats or "bytes_limit" not in stats:
-    return None
-  return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+  return session.free_bytes
 
 
 def memory_estimator(session: Session, size: tuple[int, int], bits: int,
@@ -278,7 +376,7 @@ def fit_memory(session: Session, options: RestoreOptions, frames: int, raw_hw: t
   frames of `raw_hw` (H, W) to `size`, and the plan's lines (`Plan.describe`). No budget: the
   options as given, and only a dry run is planned (for its estimates). A changed plan is logged.
   InputError when no plan fits."""
-  budget = memory_budget(options)
+  budget = memory_budget(options, session)
   if budget is None and not options.dry_run:
     return options, []
   length = lambda o: clips.plan_clips(frames, o.clip_frames, o.clip_overlap, cuts).length
@@ -345,14 +443,22 @@ def restore_media(input_path: str, output_path: str, options: RestoreOptions = R
     cuts = tuple(scenes.find_cuts(itertools.islice(video_io.read_frames(info), frames)))
     log(f"scene cuts: {list(cuts) if cuts else 'none'} ({time.perf_counter() - start:.2f} s)")
   session = session or load_session(options, log, models)
+  start, known = time.perf_counter(), len(session.compiled)
   options, memory_lines = fit_memory(session, options, frames, (info.height, info.width), size,
                                      bits, cuts, log)
   plan = clips.plan_clips(frames, options.clip_frames, options.clip_overlap, cuts)
   if options.dry_run:
-    for line in describe_plan(output_path, info, frames, size, plan, session.dit, session.vae,
-                              options, memory_lines):
+    dit, vae, _ = session.shapes
+    for line in describe_plan(output_path, info, frames, size, plan, dit, vae, options,
+                              memory_lines):
       log(line)
     return 0
+  # Compiled (or loaded from options.cache_dir) while the weights may still be loading.
+  session.estimator(size, options, bits).programs(
+      (session.batch, plan.length, info.height, info.width, 3))
+  if len(session.compiled) > known:
+    log(f"stage programs ready: {len(session.compiled) - known} new in "
+        f"{time.perf_counter() - start:.2f} s (memory plan included)")
   progress = Progress(frames, progress_stream)
   if kind == "image":
     source = itertools.islice(video_io.read_frames(info), frames)
