@@ -117,6 +117,7 @@ def official_runner(official_dir: str, overrides: list[str], dtype: str, device,
     raise ConfigError(f"{official_dir}: no official checkout (run experiments/official/fetch.sh)")
   for note in install_substitutes(torch):
     log(f"substituted: {note}")
+  official_dir = os.path.abspath(official_dir)
   sys.path.insert(0, official_dir)
   try:
     with contextlib.chdir(official_dir):  # the configs' __inherit__ paths are relative
@@ -313,6 +314,10 @@ def run_one(spec: str, args, log) -> dict:
 
 
 def official_commit(official_dir: str) -> str:
+  """The checkout's commit; "unknown" for a copy without its own .git (git would name the
+  commit of a repository around it)."""
+  if not os.path.exists(os.path.join(official_dir, ".git")):
+    return "unknown"
   proc = subprocess.run(["git", "-C", official_dir, "rev-parse", "HEAD"], capture_output=True,
                         text=True)
   return proc.stdout.strip() or "unknown"

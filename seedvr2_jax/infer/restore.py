@@ -341,10 +341,11 @@ def load_session(options: RestoreOptions, log=print, models=None) -> Session:
     loading, shapes = Deferred(lambda: prepare(models)), None
   else:
     checkpoint, header = model_header(options.checkpoint, resolve_dtype(options.dtype), log)
-    shapes = abstract_models(header) if native else None
     load = lambda: prepare(load_models(checkpoint, header.dit_cfg.param_dtype, log, header))
     # A dry run plans from the shapes alone: its weights load only if something asks for them.
+    # Otherwise the load starts first: the shapes below take a moment for a 3B or 7B model.
     loading = Deferred(load) if options.dry_run and native else in_background(load)
+    shapes = abstract_models(header) if native else None
   return Session(loading, mesh, shapes, free, weights_on_host=options.offload != "none")
 
 

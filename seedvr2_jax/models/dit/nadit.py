@@ -222,14 +222,25 @@ class NaDiT(nnx.Module):
     """`lax.scan` over the leading axis of `stacked` (one state per graph definition), each
     step applying the blocks in order; `to_device` moves each step's weights to device memory
     (from host memory) inside the step."""
-    def step(carry, states):
-      if to_device:
-        states = jax.device_put(states, jax.memory.Space.Device)
+    def apply(carry, states):
       for graphdef, state in zip(graphdefs, states):
         carry = self._apply(graphdef, state, *carry, emb_bd23, ctx, in_scan=True)
-      return carry, None
+      return carry
 
-    return jax.lax.scan(step, (x_vid, x_txt), tuple(stacked))[0]
+    if not to_device:
+      return jax.lax.scan(lambda carry, states: (apply(carry, states), None), (x_vid, x_txt),
+                          tuple(stacked))[0]
+
+    # Host-memory weights: each step slices its block (keeping the stacked axis), copies the
+    # slice to the device and drops the axis there, so nothing but the slice touches host
+    # memory (XLA's GPU compiler rejects reshapes of host-memory values inside the loop).
+    def step(carry, i):
+      states = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, i, 1), tuple(stacked))
+      states = jax.tree.map(lambda x: x[0], jax.device_put(states, jax.memory.Space.Device))
+      return apply(carry, states), None
+
+    length = jax.tree.leaves(stacked)[0].shape[0]
+    return jax.lax.scan(step, (x_vid, x_txt), jnp.arange(length))[0]
 
   def _apply(self, graphdef, state, x_vid, x_txt, emb_bd23, ctx, *, in_scan: bool):
     """One block given as graph definition and state, rematerialised in the backward pass as
