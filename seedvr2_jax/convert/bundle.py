@@ -5,7 +5,8 @@ Layout (Orbax composite): `config` (JSON: format, DiT and VAE architecture), `di
 (parameter trees), `text` ({"pos": (58, 5120), "neg": (64, 5120)} embeddings) and, for a
 converted model, `buffers` ({"rope_freqs": (num_layers, F)}: the official file's RoPE buffers as
 stored, so that export reproduces them byte for byte). Orbax writes to a temporary directory and
-renames it when complete.
+renames it when complete. The weights are stored without compression: zstd saves about a fifth of
+the disk of bf16 weights and halves the read speed of every restore (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -120,13 +121,15 @@ def convert(dit_path: str, vae_path: str, pos_path: str, neg_path: str, out_dir:
 def save(bundle: Bundle, out_dir: str, *, overwrite: bool = False) -> None:
   config = {"format": FORMAT, "version": VERSION, "dit": _arch(bundle.dit_cfg),
             "vae": _arch(bundle.vae_cfg), "dtype": bundle.dit_cfg.param_dtype}
-  items = dict(config=ocp.args.JsonSave(config),
-               dit=ocp.args.StandardSave(nnx.to_pure_dict(bundle.dit_state)),
-               vae=ocp.args.StandardSave(nnx.to_pure_dict(bundle.vae_state)),
-               text=ocp.args.StandardSave({"pos": bundle.pos_emb, "neg": bundle.neg_emb}))
+  trees = dict(dit=nnx.to_pure_dict(bundle.dit_state), vae=nnx.to_pure_dict(bundle.vae_state),
+               text={"pos": bundle.pos_emb, "neg": bundle.neg_emb})
   if bundle.rope_buffers is not None:
-    items["buffers"] = ocp.args.StandardSave({"rope_freqs": bundle.rope_buffers})
-  with _checkpointer() as checkpointer:
+    trees["buffers"] = {"rope_freqs": bundle.rope_buffers}
+  uncompressed = {name: ocp.PyTreeCheckpointHandler(use_compression=False) for name in trees}
+  items = dict(config=ocp.args.JsonSave(config),
+               **{name: ocp.args.PyTreeSave(tree) for name, tree in trees.items()})
+  with ocp.Checkpointer(ocp.CompositeCheckpointHandler(
+      config=ocp.JsonCheckpointHandler(), **uncompressed)) as checkpointer:
     checkpointer.save(os.path.abspath(out_dir), force=overwrite, args=ocp.args.Composite(**items))
 
 
