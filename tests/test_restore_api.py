@@ -130,6 +130,45 @@ def test_a_folder_of_two_videos_is_restored_with_one_model_load(restorer, bikes,
   assert share.skipped == [str(out / "b")] and len(loads) == 2  # process 1 of 2: every second
 
 
+def test_each_output_finishes_while_the_next_input_is_restored(restorer, bikes, tmp_path,
+                                                               monkeypatch):
+  """With several inputs, an output's last step (encoder flush, mux, rename) runs beside the
+  next input's restore; an error there fails that input alone and leaves no file of it."""
+  from seedvr2_jax.infer import api
+  folder = tmp_path / "in"
+  folder.mkdir()
+  for name, start in (("a", 0), ("b", 20), ("c", 40)):
+    _video(folder / f"{name}.mp4", bikes[start:start + 5])  # one clip each
+  monkeypatch.setattr(api.Restorer, "from_options", lambda *a, **k: restorer)
+  second_started, order = threading.Event(), []
+  restore_frames, close = restore.restore_frames, video_io.VideoWriter.close
+
+  def restore_frames_seen(*args, **kwargs):
+    order.append("restore")
+    if order.count("restore") == 2:
+      second_started.set()
+    return restore_frames(*args, **kwargs)
+
+  def close_a_late_and_b_never(writer):
+    name = os.path.basename(writer.path)
+    if name == "a.mp4":
+      assert second_started.wait(timeout=120), "a.mp4 was finished before b.mp4 started"
+    if name == "b.mp4":
+      raise InputError("disk full (simulated)")
+    close(writer)
+    order.append(f"wrote {name}")
+
+  monkeypatch.setattr(restore, "restore_frames", restore_frames_seen)
+  monkeypatch.setattr(video_io.VideoWriter, "close", close_a_late_and_b_never)
+  jobs = batch.jobs_for([str(folder)], str(tmp_path / "out"), "mp4")
+  with pytest.raises(InputError, match="1 of 3 inputs failed: .*b.mp4$"):
+    batch.restore_jobs(jobs, restorer.options, many=True, log=print)
+  assert order == ["restore", "restore", "wrote a.mp4", "restore", "wrote c.mp4"]
+  assert sorted(os.listdir(tmp_path / "out")) == ["a.mp4", "c.mp4"]
+  for name in ("a", "c"):
+    assert video_io.probe(str(tmp_path / "out" / f"{name}.mp4")).frames == 5
+
+
 def test_restore_usage_errors_are_one_line(tmp_path, capsys):
   assert cli.main(["restore", "a.mp4", "b.mp4", "c.mp4"]) == 2
   assert "restore takes INPUT OUTPUT, or several inputs with -o" in capsys.readouterr().err

@@ -10,6 +10,7 @@ are written under a temporary name and renamed into place when complete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fractions
 import os
@@ -206,6 +207,15 @@ class VideoWriter:
       if part is not None:
         part.close()
     atomic.discard(self.tmp)
+
+  @contextlib.contextmanager
+  def discarded_on_error(self):
+    """The partial output is discarded if the block raises (a writer used across calls)."""
+    try:
+      yield self
+    except BaseException:
+      self.discard()
+      raise
 
   def __enter__(self):
     return self

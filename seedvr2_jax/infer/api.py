@@ -80,9 +80,10 @@ class Restorer:
                                                 options)))
 
   def restore_file(self, input_path: str, output_path: str, progress_stream=None,
-                   **overrides) -> int:
+                   finish_with=None, **overrides) -> int:
     """Restores a video, image or frame folder into `output_path` (by its extension: a video,
-    an image, or a PNG folder); returns the frames written."""
+    an image, or a PNG folder); returns the frames written. `finish_with`: runs the output's
+    last step (`restore.restore_media`), e.g. on a thread while the next file starts."""
     return restore.restore_media(input_path, output_path, self.with_options(**overrides),
                                  log=self.log, progress_stream=progress_stream,
-                                 session=self.session)
+                                 session=self.session, finish_with=finish_with)

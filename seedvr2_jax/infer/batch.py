@@ -10,6 +10,7 @@ counts both.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 
@@ -65,6 +66,18 @@ class Summary:
             f"--overwrite replaces), failed {len(self.failed)}")
 
 
+def _attempt(fn, label: str, src: str, summary: Summary, log) -> bool:
+  """Runs a step of the job of input `src`; on a SeedVR2Error the job is reported and counted
+  failed (False)."""
+  try:
+    fn()
+  except SeedVR2Error as e:
+    log(f"{label} failed {src}: {e}")
+    summary.failed.append(src)
+    return False
+  return True
+
+
 def restore_jobs(jobs: list[tuple[str, str]], options: RestoreOptions, *, many: bool,
                  process: tuple[int, int] = (0, 1), log=print) -> Summary:
   """Restores this process's share of `jobs` with one model load. One job (`many` False)
@@ -82,22 +95,41 @@ def restore_jobs(jobs: list[tuple[str, str]], options: RestoreOptions, *, many: 
     mine = [(src, out) for src, out in mine if out not in summary.skipped]
   if mine:
     restorer = api.Restorer.from_options(options, log=log)
-  for i, (src, out) in enumerate(mine):
-    if not many:
+  if not many:
+    for src, out in mine:
       restorer.restore_file(src, out)
       summary.restored.append(out)
-      continue
-    log(f"[{i + 1}/{len(mine)}] {src} -> {out}")
-    try:
+    return summary
+  # Each output's last step (encoder flush, mux, rename) runs on this thread while the next
+  # input is restored; one at a time, so an output is finished before the next one's starts.
+  with concurrent.futures.ThreadPoolExecutor(1) as finisher:
+    finishing = []  # at most one (label, input, output, future of its last step)
+
+    def settle():
+      while finishing:
+        label, src, out, future = finishing.pop()
+        if _attempt(future.result, label, src, summary, log):
+          summary.restored.append(out)
+
+    def restore_one(src, out, handed):
       os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-      restorer.restore_file(src, out)
-      summary.restored.append(out)
-    except SeedVR2Error as e:
-      log(f"[{i + 1}/{len(mine)}] failed {src}: {e}")
-      summary.failed.append(src)
-  if many:
-    log(f"process {index} of {count}: {summary.line()}" if count > 1 else summary.line())
-    if summary.failed:
-      raise InputError(f"{len(summary.failed)} of {len(mine)} inputs failed: "
-                       f"{', '.join(summary.failed)}")
+      restorer.restore_file(src, out,
+                            finish_with=lambda step: handed.append(finisher.submit(step)))
+
+    try:
+      for i, (src, out) in enumerate(mine):
+        label, handed = f"[{i + 1}/{len(mine)}]", []
+        log(f"{label} {src} -> {out}")
+        restored = _attempt(lambda: restore_one(src, out, handed), label, src, summary, log)
+        settle()  # the previous output's last step, which ran beside this input
+        if restored and handed:
+          finishing.append((label, src, out, handed[0]))
+        elif restored:  # an image: written already
+          summary.restored.append(out)
+    finally:
+      settle()
+  log(f"process {index} of {count}: {summary.line()}" if count > 1 else summary.line())
+  if summary.failed:
+    raise InputError(f"{len(summary.failed)} of {len(mine)} inputs failed: "
+                     f"{', '.join(summary.failed)}")
   return summary

@@ -416,7 +416,8 @@ def restore_frames(session: Session, frames: Iterable[np.ndarray], plan: clips.C
 
 def restore_media(input_path: str, output_path: str, options: RestoreOptions = RestoreOptions(),
                   log=print, progress_stream=None, models=None,
-                  session: Session | None = None) -> int:
+                  session: Session | None = None,
+                  finish_with: Callable[[Callable[[], None]], object] | None = None) -> int:
   """Restores the video, image or frame folder `input_path` into `output_path` (a video, an
   image, or a folder of PNG frames, by its extension); returns the number of frames written.
 
@@ -424,6 +425,10 @@ def restore_media(input_path: str, output_path: str, options: RestoreOptions = R
   `models`, an already built (dit, vae, text embedding) (benchmarks), or `options.checkpoint`
   (the toy model without one). A video of several clips saves its final frames in a work
   directory as it goes (`parts`), which `options.resume` continues after an interruption.
+  `finish_with`: runs the last step of a video or frame-folder output, once every frame is
+  encoded (the encoder's flush, the mux, the rename into place, the work directory's removal),
+  e.g. `executor.submit`, so that the caller's next input starts meanwhile; the output exists
+  when that step has run. Default: the step runs before this returns.
   """
   kind = output_kind(output_path)
   if os.path.exists(output_path) and not options.overwrite:
@@ -488,24 +493,31 @@ def restore_media(input_path: str, output_path: str, options: RestoreOptions = R
   audio = info.path if info.has_audio and kind == "video" and options.audio else None
   if info.has_audio and kind == "frames":
     log("note: the input's audio is not written (a PNG folder holds no audio)")
-  with video_io.VideoWriter(output_path, info.fps, crf=options.crf, audio_from=audio,
-                            overwrite=options.overwrite, codec=options.codec,
-                            pix_fmt=options.pix_fmt, png_bits=options.png_bits) as writer:
+  writer = video_io.VideoWriter(output_path, info.fps, crf=options.crf, audio_from=audio,
+                                overwrite=options.overwrite, codec=options.codec,
+                                pix_fmt=options.pix_fmt, png_bits=options.png_bits)
 
-    def consume(item):
-      frame, is_new = item
-      writer.write(frame)
-      if is_new and work is not None:
-        work.add(frame)
+  def consume(item):
+    frame, is_new = item
+    writer.write(frame)
+    if is_new and work is not None:
+      work.add(frame)
 
+  with writer.discarded_on_error():
     with background.BackgroundConsumer(consume) as encoder:  # encode while the device works
       for item in itertools.chain(((f, False) for f in (work.saved() if work else ())),
                                   ((f, True) for f in restored)):
         encoder.put(item)
         progress.update()
-  if work is not None:
-    work.remove()
   out_h, out_w = size if options.size_mode == "pad" else preprocess.model_size(size)
   audio_note = f", audio {writer.audio.codec}" if writer.audio is not None else ""
-  log(f"wrote {output_path}: {writer.count} frames, {out_w}x{out_h}{audio_note}")
+
+  def finish():
+    with writer.discarded_on_error():
+      writer.close()
+    if work is not None:
+      work.remove()
+    log(f"wrote {output_path}: {writer.count} frames, {out_w}x{out_h}{audio_note}")
+
+  (finish_with or (lambda step: step()))(finish)
   return writer.count
