@@ -1,8 +1,9 @@
 """Restoring within a device-memory budget: seconds per frame and peak device memory of a restore
 (SeedVR2-3B / 7B architecture, random weights, bf16) with the budget enforced on JAX's allocator
-(XLA_PYTHON_CLIENT_MEM_FRACTION) and given to the planner (`memory_budget`), beside the same
-restore with the whole device. `--tiny`: the test-size models of the same code paths, any
-backend (on CPU the budget goes to the planner alone: no allocator cap, no peak).
+(XLA_PYTHON_CLIENT_MEM_FRACTION, allocated up front) and given to the planner
+(`memory_budget`), beside the same restore with the whole device. `--tiny`: the test-size
+models of the same code paths, any backend (on CPU the budget goes to the planner alone: no
+allocator cap, no peak).
 
   python experiments/bench_budget.py                                 # the rows of issue 23
   python experiments/bench_budget.py --rows 3b:21:270x480:1080x1920:24 3b:21:270x480:1080x1920:0
@@ -78,14 +79,19 @@ def run_row(row: str, checkpoint: str, workdir: str) -> dict:
   options = RestoreOptions(checkpoint=checkpoint, resolution=(out_h, out_w), overwrite=True,
                            memory_budget=budget or None, cache_dir=os.path.join(workdir, "cache"))
   log = []
+
+  def note(line: str) -> None:
+    log.append(line)
+    print(line, file=sys.stderr, flush=True)  # kept with the row's stderr when it fails
+
   start = time.perf_counter()
-  session = restore.load_session(options, log=log.append)
+  session = restore.load_session(options, log=note)
   load_s = time.perf_counter() - start
   seconds = []
   for _ in range(2):
     start = time.perf_counter()
     written = restore.restore_media(src, os.path.join(workdir, "out.mp4"), options,
-                                    log=log.append, progress_stream=open(os.devnull, "w"),
+                                    log=note, progress_stream=open(os.devnull, "w"),
                                     session=session)
     seconds.append(time.perf_counter() - start)
   stats = jax.devices()[0].memory_stats() or {}
@@ -110,10 +116,12 @@ def device_gb() -> float | None:
 
 
 def allocator_env(budget: float, total_gb: float | None) -> dict:
-  """The child's environment: JAX's GPU allocator capped at `budget` GB (0: 95% of the GPU)."""
+  """The child's environment: JAX's GPU allocator given `budget` GB (0: 95% of the GPU) as one
+  region allocated up front, as on a card of that size. (Grown on demand, the allocator's
+  regions are separate ranges, and no program's one buffer of temporaries can span two.)"""
   if total_gb is None:
     return dict(os.environ)
-  return dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false",
+  return dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="true",
               XLA_PYTHON_CLIENT_MEM_FRACTION=f"{(budget or 0.95 * total_gb) / total_gb:.4f}")
 
 

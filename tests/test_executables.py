@@ -1,6 +1,6 @@
 """Compiled restore programs kept on disk: a second Restorer loads every stage program without
-tracing and computes the same output; a program option is another program; an unreadable file
-is rebuilt."""
+tracing and computes the same output; a program option is another program of the stages that
+read it; an unreadable file is rebuilt."""
 
 import dataclasses
 import os
@@ -46,10 +46,12 @@ def test_programs_are_loaded_untraced_keyed_by_what_they_depend_on(models, tmp_p
   assert (second.store.compiled, second.store.loaded) == (0, PROGRAMS)
   assert second.traces == {"encode": 0, "dit": 0, "decode": 0}
   np.testing.assert_array_equal(out_second, out_first)
-  # A program option is another program for every stage.
+  # A program option is another program for the stages that read it: the colour fix for the
+  # two decode programs; the encode and the DiT are loaded.
   other, _ = _restore(models, dataclasses.replace(options, colorfix="adain"))
-  assert (other.store.compiled, other.store.loaded) == (PROGRAMS, 0)
-  assert len(os.listdir(tmp_path / "executables")) == 2 * PROGRAMS
+  assert (other.store.compiled, other.store.loaded) == (2, PROGRAMS - 2)
+  assert other.traces == {"encode": 0, "dit": 0, "decode": 2}
+  assert len(os.listdir(tmp_path / "executables")) == PROGRAMS + 2
   # An unreadable file is compiled again and replaced; the other stages still load.
   paths[0].write_bytes(paths[0].read_bytes()[:100])
   with pytest.warns(UserWarning, match="cannot load it"):

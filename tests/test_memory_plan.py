@@ -99,7 +99,7 @@ def test_describe_names_the_choices_and_each_stage():
                       "tiles 1024x1024 (overlap 64), DiT weights native; estimated peak 5.84 GB")
   assert [line.split(":")[0].strip() for line in lines[1:]] == ["encode", "dit", "decode"]
   assert lines[2] == ("  dit: its weights 1.00 GB, working 4.84 GB (XLA: arguments 5.84 GB, "
-                      "outputs 0.00 GB, temporaries 0.00 GB)")
+                      "outputs 0.00 GB, temporaries 0.00 GB; held 0.00 GB)")
 
 
 def test_requested_options_that_fit_are_the_only_ones_estimated():

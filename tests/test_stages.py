@@ -112,7 +112,12 @@ def test_offloaded_clips_stream_and_equal_one_program(models, monkeypatch):
   shape = (1, 9, 23, 37, 3)
   for mem in restorer.memory(shape):
     assert mem.weights == mem.stage_weights > 0 and mem.arguments >= mem.stage_weights
-    assert mem.temporaries > 0 and mem.outputs > 0
+    assert mem.temporaries > 0
+    assert mem.outputs == 0 if mem.stage == "dit" else mem.outputs > 0  # x0 in the latent's buffer
+  # Held past their programs: the raw clip (uint8), and during the DiT the encode's float32
+  # frames, padded to 32x32, that the decode takes.
+  raw_bytes, lq_bytes = np.prod(shape), 9 * 32 * 32 * 3 * 4
+  assert [m.held for m in restorer.memory(shape)] == [0, raw_bytes + lq_bytes, raw_bytes]
   everything = sum(m.stage_weights for m in restorer.memory(shape))
   assert all(m.weights == everything for m in session.restorer(SIZE, _options()).memory(shape))
 
@@ -154,3 +159,69 @@ def test_streamed_blocks_equal_resident_weights(models):
   assert 0 < dit["blocks"].stage_weights < dit["stages"].stage_weights
   assert dit["blocks"].arguments - dit["blocks"].stage_weights == (
       dit["stages"].arguments - dit["stages"].stage_weights)
+
+
+def test_dit_reuses_the_latent_buffer_and_offloaded_stages_take_turns(models, tmp_path,
+                                                                      monkeypatch):
+  """The DiT program writes x0 into the condition latent's buffer (donated, also by a program
+  loaded from the store), so x0 sits where the encode put the latent, not above the DiT's
+  weights. With offloaded weights, a stage's weights are placed only after the previous
+  stage's outputs are computed, and the next clip's after this clip's last frames: one stage's
+  weights and work on the device at a time, as the memory plan counts them."""
+  raw, keys = _raw(5), jax.random.split(jax.random.key(1), 1)
+  stored = dataclasses.replace(_options(), cache_dir=str(tmp_path))
+  one_step.Restorer(*models, stored, SIZE).programs(raw.shape)
+  loaded = one_step.Restorer(*models, stored, SIZE)
+  programs = loaded.programs(raw.shape)
+  assert loaded.store.loaded == 2 + len(programs.decode) and loaded.store.compiled == 0
+  _, latent = programs.encode(loaded.weights.on_device("encode"), jnp.asarray(raw), keys)
+  x0 = programs.dit(loaded.weights.on_device("dit"), latent, keys)
+  assert latent.is_deleted() and x0.shape == latent.shape
+
+  events, placed = [], []
+  wait = jax.block_until_ready
+  monkeypatch.setattr(jax, "block_until_ready", lambda x: events.append("wait") or wait(x))
+
+  def recorded(on_device):
+    def place(stage):
+      events.append(stage)
+      placed.append(on_device(stage))
+      return placed[-1]
+    return place
+
+  for offload, expected in (("stages", ["encode", "wait", "dit", "wait", "decode", "wait"]),
+                            ("none", ["encode", "dit", "decode"])):
+    restorer = one_step.Restorer(*models, _options(offload=offload, decode_chunk=1), SIZE)
+    monkeypatch.setattr(restorer.weights, "on_device", recorded(restorer.weights.on_device))
+    events.clear(), placed.clear()
+    chunks = list(restorer.stream(raw, keys))
+    assert len(chunks) > 1 and events == expected, (offload, events)
+    # Offloaded: every device copy is freed once its stage has run; resident weights stay.
+    deleted = {x.is_deleted() for x in jax.tree.leaves(placed)}
+    assert deleted == {offload == "stages"}, (offload, deleted)
+    assert not any(x.is_deleted() for x in jax.tree.leaves(restorer.weights.states))
+
+
+def test_stage_programs_are_shared_by_options_the_stage_does_not_read(models):
+  """A stage's program is compiled once for options that differ only where it does not read
+  them (the memory planner's candidates): a VAE tile changes the encode and decode programs,
+  not the DiT's; offload "stages" changes none of them, "blocks" only the DiT's; the colour fix
+  only the decode's. Each shared program restores what its own compile restores."""
+  session = restore.Session(models, mesh=None)
+  shape = (1, 5, 23, 37, 3)
+  programs = lambda **kw: session.estimator(SIZE, _options(**kw)).programs(shape)
+  base = programs()
+  kinds = dict(tiled=programs(tile=(16, 24), tile_overlap=8), staged=programs(offload="stages"),
+               streamed=programs(offload="blocks"), adain=programs(colorfix="adain"))
+  same = lambda a, b: (a.encode is b.encode, a.dit is b.dit,
+                       all(p is q for (_, p), (_, q) in zip(a.decode, b.decode)))
+  assert same(kinds["tiled"], base) == (False, True, False)
+  assert same(kinds["staged"], base) == (True, True, True)
+  assert same(kinds["streamed"], base) == (True, False, True)
+  assert same(kinds["adain"], base) == (True, True, False)
+
+  raw, keys = _raw(5), jax.random.split(jax.random.key(1), 1)
+  tiled = _options(tile=(16, 24), tile_overlap=8, offload="stages")
+  shared = session.restorer(SIZE, tiled)  # every program compiled before, for other options
+  np.testing.assert_array_equal(np.asarray(shared(raw, keys)),
+                                _reference(models, tiled)(raw, keys))

@@ -45,9 +45,11 @@ class StageMemory:
   """XLA's memory estimate of one stage program, in device bytes (`one_step.Restorer.memory`).
 
   arguments, outputs, temporaries: its memory analysis (arguments on the device only: weights
-  it streams from host memory are not among them); stage_weights: its own weights on the device
-  while it runs (part of `arguments`); weights: all weights on the device while it runs (with
-  offload "none" the other stages' too).
+  it streams from host memory are not among them; outputs: those not written into donated
+  arguments); stage_weights: its own weights on the device while it runs (part of
+  `arguments`); weights: all weights on the device while it runs (with offload "none" the
+  other stages' too); held: arrays of earlier stages alive while it runs that it does not take
+  (the raw clip; during the DiT, the encode's pre-processed frames that the decode takes).
   """
 
   stage: str
@@ -56,11 +58,14 @@ class StageMemory:
   temporaries: int
   stage_weights: int
   weights: int
+  held: int = 0
 
   @property
   def working(self) -> int:
-    """Everything but weights at the program's peak: inputs, outputs, temporaries."""
-    return self.arguments - self.stage_weights + self.outputs + self.temporaries
+    """Everything but weights at the program's peak: inputs, outputs, temporaries, held
+    arrays."""
+    return (self.arguments - self.stage_weights + self.outputs + self.temporaries
+            + self.held)
 
   @property
   def total(self) -> int:
@@ -101,7 +106,8 @@ class Plan:
             f"{self.peak / GB:.2f} GB",
             *(f"  {name}: its weights {s.stage_weights / GB:.2f} GB, working {s.working / GB:.2f} "
               f"GB (XLA: arguments {s.arguments / GB:.2f} GB, outputs {s.outputs / GB:.2f} GB, "
-              f"temporaries {s.temporaries / GB:.2f} GB)" for name, s in self.stages.items())]
+              f"temporaries {s.temporaries / GB:.2f} GB; held {s.held / GB:.2f} GB)"
+              for name, s in self.stages.items())]
 
 
 class NoEstimate(Exception):

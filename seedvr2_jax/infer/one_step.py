@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Iterator
 
 import jax
@@ -140,6 +141,18 @@ def _vae_part(path, _) -> bool:
   return path[0] in ("encoder", "quant_conv")
 
 
+# Program options each stage's function does not read: left out of its programs' descriptions,
+# so options differing only there share the stage's program (the memory planner's candidates
+# compile the DiT once, not once per VAE tile and offload mode). Offload changes a program
+# only through where its weights are, which its abstract arguments (memory kinds) say.
+UNREAD_OPTIONS = dict(
+    encode=("colorfix", "dit_weights", "decode_chunk", "offload"),
+    dit=("colorfix", "encode_chunk", "decode_chunk", "tile", "tile_overlap", "size_mode",
+         "offload"),
+    decode=("dit_weights", "encode_chunk", "offload"),
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class StagePrograms:
   """The compiled programs of one raw clip shape: decode as (latent range, program) per chunk."""
@@ -174,7 +187,7 @@ class Restorer:
         f"{options.cache_dir}/executables") if options.cache_dir else None
     self._programs = {}  # (raw shape, dtype) -> StagePrograms
     self._compiled = {} if compiled is None else compiled  # program description -> compiled
-    self._description = (repr(dit.cfg), repr(vae.cfg), options.program_fields(), size, bits,
+    self._description = (repr(dit.cfg), repr(vae.cfg), size, bits,
                          None if mesh is None else (dict(mesh.shape), mesh.device_ids.tolist()))
     if options.offload == "blocks":  # the DiT program streams its blocks from host memory
       dit = streaming.stream_blocks(dit, host_sharding(mesh))
@@ -236,25 +249,45 @@ class Restorer:
     if self.mesh is not None:
       raw = jax.device_put(raw, self._raw_sharding())
     programs = self.programs(raw.shape, raw.dtype)
-    lq, lq_latent = programs.encode(self.weights.on_device("encode"), raw, keys)
-    x0 = programs.dit(self.weights.on_device("dit"), lq_latent, keys)
-    decode_weights, caches = self.weights.on_device("decode"), None
+    encode_weights = self.weights.on_device("encode")
+    lq, lq_latent = programs.encode(encode_weights, raw, keys)
+    dit_weights = self._in_turn("dit", encode_weights, lq_latent)
+    x0 = programs.dit(dit_weights, lq_latent, keys)  # lq_latent donated
+    decode_weights, caches = self._in_turn("decode", dit_weights, x0), None
     for (first, _), program in programs.decode:
       frames, caches = program(decode_weights, x0, lq, caches, np.int32(first),
                                np.int32(first_pixel(first, self._temporal_factor)))
       frames.copy_to_host_async()
       yield frames
+    self._in_turn(None, decode_weights, frames)  # the next clip's weights come after this clip
+
+  def _in_turn(self, stage: str | None, previous_weights, previous_outputs):
+    """`stage`'s weights for its programs (None: none). With offloaded weights they are placed
+    once the previous stage's outputs are computed and its weight copies freed: one stage's
+    weights and work on the device at a time, as the memory plan counts them, and a stage's
+    weights copied into the memory the previous stage left, not between its buffers (a stage's
+    temporaries are one buffer, which needs one free range)."""
+    if self.options.offload != "none":
+      jax.block_until_ready(previous_outputs)
+      self.weights.release(previous_weights)
+    return None if stage is None else self.weights.on_device(stage)
 
   def _raw_sharding(self):
     return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("data"))
 
-  def _compile(self, stage: str, fn, weights, *args) -> jax.stages.Compiled:
-    """`fn` compiled for abstract `args` after `stage`'s weights: once per process, and with a
-    cache directory loaded from it (no tracing) when an earlier run compiled it."""
-    description = (self._description, stage, executables.abstract((weights, *args)))
+  def _compile(self, stage: str, fn, weights, *args, donate: tuple[int, ...] = ()
+               ) -> jax.stages.Compiled:
+    """`fn` compiled for abstract `args` after `stage`'s weights (`donate`: indices into `args`
+    whose buffers the program may reuse for its outputs): once per process, and with a cache
+    directory loaded from it (no tracing) when an earlier run compiled it."""
+    read = {name: value for name, value in self.options.program_fields().items()
+            if name not in UNREAD_OPTIONS[stage.split()[0]]}
+    description = (self._description, read, stage, executables.abstract((weights, *args)),
+                   donate)
     key = repr(description)
     if key not in self._compiled:
-      lower = lambda: jax.jit(mesh_lib.traced_with_mesh(fn, self.mesh)).lower(weights, *args)
+      lower = lambda: jax.jit(mesh_lib.traced_with_mesh(fn, self.mesh),
+                              donate_argnums=tuple(1 + i for i in donate)).lower(weights, *args)
       self._compiled[key] = (lower().compile() if self.store is None
                              else self.store.get(description, lower))
     return self._compiled[key]
@@ -282,8 +315,10 @@ class Restorer:
 
   def _dit_program(self, encode: jax.stages.Compiled) -> jax.stages.Compiled:
     _, lq_latent = encode.out_info
+    # x0 takes the condition latent's buffer: the encode allocated it before the DiT's weights,
+    # so x0 does not split the memory those weights and the DiT's temporaries free.
     return self._compile("dit", self._stage_fns["dit"], self.weights.abstract("dit"), lq_latent,
-                         self._keys(lq_latent.shape[0]))
+                         self._keys(lq_latent.shape[0]), donate=(0,))
 
   def _decode_programs(self, raw_shape, encode: jax.stages.Compiled,
                        dit: jax.stages.Compiled) -> tuple:
@@ -310,25 +345,41 @@ class Restorer:
     dit = self._dit_program(encode) if set(stages) - {"encode"} else None
     decode = self._decode_programs(raw_shape, encode, dit) if "decode" in stages else ()
     compiled = dict(encode=[encode], dit=[dit], decode=[program for _, program in decode])
+    # What `stream` keeps alive past the programs that take it: the raw clip, and the
+    # pre-processed frames from the encode to the decode.
+    raw = _device_bytes(jax.ShapeDtypeStruct(
+        raw_shape, raw_dtype, sharding=None if self.mesh is None else self._raw_sharding()))
+    held = dict(encode=0, dit=raw + _device_bytes(encode.out_info[0]), decode=raw)
     estimates = []
     for stage in stages:
-      per_program = [self._stage_memory(stage, program) for program in compiled[stage]]
+      per_program = [self._stage_memory(stage, program, held[stage])
+                     for program in compiled[stage]]
       if None in per_program:
         return []
       estimates.append(max(per_program, key=lambda m: m.total))
     return estimates
 
-  def _stage_memory(self, stage: str, program: jax.stages.Compiled) -> StageMemory | None:
-    """XLA's memory analysis of one program of `stage`; arguments on the device only (weights
-    streamed from host memory are not, where the backend counts them with the device's)."""
+  def _stage_memory(self, stage: str, program: jax.stages.Compiled,
+                    held: int) -> StageMemory | None:
+    """XLA's memory analysis of one program of `stage`, with `held` bytes of other arrays;
+    arguments on the device only (weights streamed from host memory are not, where the
+    backend counts them with the device's)."""
     mem = program.memory_analysis()
     if mem is None:
       return None
     streamed = self.weights.streamed_bytes(stage)
     counted_on_device = max(0, streamed - mem.host_argument_size_in_bytes)
+    # Outputs written into donated arguments take no memory of their own.
     return StageMemory(stage, mem.argument_size_in_bytes - counted_on_device,
-                       mem.output_size_in_bytes, mem.temp_size_in_bytes,
-                       self.weights.device_bytes(stage), self.weights.resident_bytes(stage))
+                       mem.output_size_in_bytes - mem.alias_size_in_bytes, mem.temp_size_in_bytes,
+                       self.weights.device_bytes(stage), self.weights.resident_bytes(stage),
+                       held)
+
+
+def _device_bytes(x: jax.ShapeDtypeStruct) -> int:
+  """Bytes of one device's share of `x` (all of it without a sharding)."""
+  shape = x.shape if x.sharding is None else x.sharding.shard_shape(x.shape)
+  return math.prod(shape) * jnp.dtype(x.dtype).itemsize
 
 
 def stage_memory(dit: NaDiT, vae: VideoAutoencoder, txt_lc, options: RestoreOptions,

@@ -1,10 +1,10 @@
 """Where the weights of each restore stage live between and during its programs.
 
 `offload` "none": every stage's weights stay on the device. "stages": they are kept in pinned
-host memory and copied to the device for their own stage only; the copy is freed when the stage's
-programs have run and the caller drops it. "blocks": as "stages", except the leaves given in host
-memory: the DiT's scanned blocks after `models/dit/streaming.py: stream_blocks`, which its
-program moves to the device itself, one scan step at a time; they stay in host memory, in
+host memory and copied to the device for their own stage only; the caller frees the copy
+(`release`) once the stage's programs have run. "blocks": as "stages", except the leaves given
+in host memory: the DiT's scanned blocks after `models/dit/streaming.py: stream_blocks`, which
+its program moves to the device itself, one scan step at a time; they stay in host memory, in
 `on_device` and `abstract` too. States may be abstract (`jax.ShapeDtypeStruct` leaves): then
 nothing is placed, and `on_device` gives the abstract device arguments (memory estimates of
 models that are not loaded). Quantised DiT kernels (`RestoreOptions.dit_weights`, applied by
@@ -79,6 +79,15 @@ class StageWeights:
     offloaded), streamed leaves in host memory."""
     state = self.states[stage]
     return state if self.offload == "none" else _place(state, self._program_shardings(stage))
+
+  def release(self, placed) -> None:
+    """Frees now the device copies in `placed` (what `on_device` gave), rather than when the
+    runtime drops them after the programs that read them; offload "none" places no copies."""
+    if self.offload == "none":
+      return
+    for x in jax.tree.leaves(placed):
+      if isinstance(x, jax.Array) and not _in_host_memory(x):
+        x.delete()
 
   def abstract(self, stage: str):
     """`stage`'s weights as abstract program arguments (what `on_device` gives, unplaced)."""
