@@ -31,8 +31,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 DEFAULT_ROWS = ("3b:21:180x320:720x1280:0", "3b:21:180x320:720x1280:12",
                 "3b:21:270x480:1080x1920:0", "3b:21:270x480:1080x1920:24",
-                "3b:21:540x960:2160x3840:40",
-                "7b:21:180x320:720x1280:24", "7b:21:270x480:1080x1920:40")
+                "3b:21:540x960:2160x3840:40", "3b:21:540x960:2160x3840:0",
+                "7b:21:180x320:720x1280:0", "7b:21:180x320:720x1280:24",
+                "7b:21:270x480:1080x1920:0", "7b:21:270x480:1080x1920:40")
 
 
 def save_random_checkpoint(variant: str, path: str, tiny: bool = False) -> None:

@@ -7,7 +7,7 @@
 video/text weights), random weights, one forward on a small token grid: max |out - native| of
 int8, fp8 and of bfloat16 compute (for scale), float32 compute. `restore`: the bundled toy model
 (or `--checkpoint`) restores LQ with native, int8 and fp8 block kernels (frames as arrays, no
-video encode); PSNR of each against the others and against REFERENCE.
+video encode); PSNR and LPIPS of each against REFERENCE and against the native output.
 """
 
 import argparse
@@ -60,6 +60,7 @@ def restore(args):
   from seedvr2_jax.data import video_io
   from seedvr2_jax.infer import restore as restore_lib
   from seedvr2_jax.metrics import fidelity
+  from seedvr2_jax.metrics import lpips as lpips_lib
 
   read = lambda path: np.stack(list(video_io.read_frames(video_io.probe(path))))
   lq, reference = read(args.lq), read(args.reference)
@@ -71,12 +72,16 @@ def restore(args):
                              clip_frames=args.clip_frames, log=lambda line: None)
     outs[fmt] = restorer.restore_array(lq)
     print(f"{fmt}: {time.perf_counter() - start:.0f} s")
-  psnr = lambda a, b: float(jnp.mean(fidelity.psnr(jnp.asarray(a, jnp.float32) / 255,
-                                                   jnp.asarray(b, jnp.float32) / 255)))
+  as_unit = lambda frames: jnp.asarray(frames, jnp.float32) / 255
+  psnr = lambda a, b: float(jnp.mean(fidelity.psnr(as_unit(a), as_unit(b))))
+  lpips_fn = lpips_lib.make_lpips()
+  lpips = lambda a, b: float(jnp.mean(lpips_fn(as_unit(a), as_unit(b))))
   for fmt, out in outs.items():
-    row = f"{fmt:7} vs reference {psnr(out, reference[:len(out)]):.2f} dB"
+    ref = reference[:len(out)]
+    row = f"{fmt:7} vs reference {psnr(out, ref):.2f} dB, LPIPS {lpips(out, ref):.4f}"
     if fmt != "native":
-      row += (f", vs native {psnr(out, outs['native']):.2f} dB, max |diff| "
+      row += (f"; vs native {psnr(out, outs['native']):.2f} dB, LPIPS "
+              f"{lpips(out, outs['native']):.4f}, max |diff| "
               f"{np.abs(out.astype(int) - outs['native']).max()} levels")
     print(row)
 
