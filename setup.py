@@ -53,5 +53,5 @@ setup(
         # its compile-only TPU devices let experiments/aot_compile.py compile for TPU pods.
         "tpu": ["jax[tpu]>=0.11.2,<0.12"],
     },
-    entry_points={"console_scripts": ["seedvr2-jax=seedvr2_jax.cli:main"]},
+    entry_points={"console_scripts": ["seedvr2-jax=seedvr2_jax.cli:run"]},
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from seedvr2_jax.errors import ConfigError, SeedVR2Error
@@ -410,5 +411,19 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def run() -> None:
+  """The console entry point: `main`, and a successful single-process `restore` then ends the
+  process without the JAX runtime's teardown (freeing every compiled program and buffer: 1.1 s
+  after a restore's output on the 2-core CPU), which nothing of a finished restore needs."""
+  rc = main()
+  if rc == 0 and sys.argv[1:2] == ["restore"]:
+    import jax
+    if jax.process_count() == 1:  # several processes shut their coordination service down
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(0)
+  sys.exit(rc)
+
+
 if __name__ == "__main__":
-  sys.exit(main())
+  run()

@@ -198,5 +198,7 @@ def test_a_killed_restore_resumes_to_the_uninterrupted_frames(restorer, tmp_path
   resumed = subprocess.run([*argv, "--resume"], env=env, cwd=ROOT, capture_output=True,
                            text=True, check=True)
   saved = int(resumed.stdout.split("resuming: ")[1].split()[0])
+  # The command skips the runtime's teardown: its output is flushed before the process ends.
+  assert resumed.stdout.splitlines()[-1].startswith(f"wrote {out}"), resumed.stdout[-500:]
   assert 3 <= saved < 21 and sorted(os.listdir(tmp_path)) == ["restored", "xla"]
   np.testing.assert_array_equal(_read(out), restorer.restore_array(_read(BIKES)[:21]))
