@@ -122,6 +122,23 @@ def test_offloaded_clips_stream_and_equal_one_program(models, monkeypatch):
   assert all(m.weights == everything for m in session.restorer(SIZE, _options()).memory(shape))
 
 
+def test_weights_the_budget_cannot_hold_are_read_straight_into_host_memory(monkeypatch):
+  """A checkpoint's weights beyond the memory budget (the bundled toy's 62 MB against 10 MB)
+  are read from the checkpoint into pinned host memory, never whole on the device, and equal
+  the device-read ones; within the budget they are read onto the device."""
+  from seedvr2_jax.convert import bundle
+  reads, load = [], bundle.load
+  monkeypatch.setattr(bundle, "load", lambda *a, **k: reads.append(k["sharding"]) or load(*a, **k))
+  state = lambda session: jax.tree.leaves((nnx.state(session.dit), nnx.state(session.vae)))
+  on_host = state(restore.load_session(RestoreOptions(memory_budget=0.01), log=print))
+  on_device = state(restore.load_session(RestoreOptions(memory_budget=1.0), log=print))
+  assert reads[0].memory_kind == "pinned_host" and reads[1] is None
+  assert {x.sharding.memory_kind for x in on_host} == {"pinned_host"}
+  assert {x.sharding.memory_kind for x in on_device} == {"device"}
+  for a, b in zip(on_host, on_device):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_quantised_dit_weights_run_in_the_stage_programs(models):
   """`load_session` quantises the DiT's block kernels (`dit_weights`); the DiT stage takes them
   as they are, offloaded to pinned host memory like every other weight, with the resident

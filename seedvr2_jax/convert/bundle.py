@@ -166,16 +166,32 @@ def load_header(ckpt_dir: str, *, param_dtype: str | None = None, **numerics) ->
   return Header(dit_cfg, vae_cfg, pos, neg)
 
 
+def weight_bytes(ckpt_dir: str, header: Header) -> int:
+  """Bytes of the DiT's and VAE's weights as `load` returns them (in `header`'s parameter
+  dtype), from the checkpoint's array metadata: no weight is read."""
+  itemsize = jnp.dtype(header.dit_cfg.param_dtype).itemsize
+  total = 0
+  with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
+    for item in ("dit", "vae"):
+      metadata = checkpointer.metadata(os.path.join(os.path.abspath(ckpt_dir), item))
+      leaves = jax.tree.leaves(metadata.item_metadata.tree)
+      total += sum(int(np.prod(leaf.shape)) for leaf in leaves)
+  return total * itemsize
+
+
 def load(ckpt_dir: str, *, param_dtype: str | None = None, dit: bool = True,
-         header: Header | None = None, **numerics) -> Bundle:
+         header: Header | None = None, sharding: jax.sharding.Sharding | None = None,
+         **numerics) -> Bundle:
   """An Orbax checkpoint directory -> Bundle (parameters cast to `param_dtype` if given;
   `dit=False` skips reading the DiT: `dit_state` is None). `header`: its `load_header`, when
-  already read (then `param_dtype` and `numerics` are the header's)."""
+  already read (then `param_dtype` and `numerics` are the header's). `sharding`: where every
+  weight is read into (e.g. pinned host memory; default: the default device)."""
   ckpt_dir = os.path.abspath(ckpt_dir)
   header = header or load_header(ckpt_dir, param_dtype=param_dtype, **numerics)
   _, vae_abstract = vae_convert.abstract_model(header.vae_cfg)
   target = lambda state: jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(state))
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+      nnx.to_pure_dict(state))
   items = {"vae": ocp.args.StandardRestore(target(vae_abstract))}
   dit_abstract = dit_convert.abstract_model(header.dit_cfg)[1] if dit else None
   if dit:

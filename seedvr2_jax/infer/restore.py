@@ -99,13 +99,15 @@ def model_header(checkpoint: str | None, dtype: str, log) -> tuple[str, bundle_l
 
 
 def load_models(checkpoint: str | None, dtype: str, log,
-                header: bundle_lib.Header | None = None):
+                header: bundle_lib.Header | None = None,
+                sharding: jax.sharding.Sharding | None = None):
   """(DiT, VAE, positive text embedding) of a `convert` / `export-run` directory, or of the
-  bundled toy model without one; `header`: the directory's `model_header`, when already read."""
+  bundled toy model without one; `header`: the directory's `model_header`, when already read;
+  `sharding`: where the DiT's and VAE's weights are read into (default: the default device)."""
   if header is None:
     checkpoint, header = model_header(checkpoint, dtype, log)
   start = time.perf_counter()
-  bundle = bundle_lib.load(checkpoint, header=header)
+  bundle = bundle_lib.load(checkpoint, header=header, sharding=sharding)
   dit = nnx.merge(dit_convert.abstract_model(bundle.dit_cfg)[0], bundle.dit_state)
   vae = nnx.merge(vae_convert.abstract_model(bundle.vae_cfg)[0], bundle.vae_state)
   log(f"loaded SeedVR2-{bundle.dit_cfg.variant.upper()} from {checkpoint} "
@@ -321,41 +323,59 @@ def model_bytes(models) -> int:
 def load_session(options: RestoreOptions, log=print, models=None) -> Session:
   """The devices of `options.sequence_parallel` and the models of `options.checkpoint` (or the
   given (dit, vae, text embedding)), the DiT's block kernels as `options.dit_weights` says,
-  the weights in host memory for an `options.offload`. A checkpoint's weights load in a
+  the weights in host memory for an `options.offload` (and a checkpoint's native weights read
+  straight into it when they exceed the memory budget). A checkpoint's weights load in a
   background thread: the session's shapes (read from the checkpoint's configs), and so its
   memory plans and programs, do not wait for them (with quantised DiT weights they do)."""
   mesh = device_mesh(options.sequence_parallel)
   log(f"devices: {jax.device_count()} ({1 if mesh is None else mesh.shape['data']} clip(s) at a "
       f"time, each on {1 if mesh is None else mesh.shape['sequence']} device(s))")
   free, native = free_device_bytes(), options.dit_weights == "native"
+  on_host = options.offload != "none"
 
-  def prepare(loaded):
+  def prepare(loaded, in_host_memory: bool = False):
     dit, vae, txt = loaded
     if not native:
       dit = quantize.quantize_model(dit, options.dit_weights)
       log(f"DiT block kernels held as {options.dit_weights} (weight-only, dequantised at use)")
-    return (dit, vae, txt) if options.offload == "none" else host_models((dit, vae, txt), mesh)
+    return host_models((dit, vae, txt), mesh) if on_host or in_host_memory else (dit, vae, txt)
 
   if models is not None:  # already loaded: their device bytes are free for the restore
     free = None if free is None else free + model_bytes(models)
     loading, shapes = Deferred(lambda: prepare(models)), None
   else:
     checkpoint, header = model_header(options.checkpoint, resolve_dtype(options.dtype), log)
-    load = lambda: prepare(load_models(checkpoint, header.dit_cfg.param_dtype, log, header))
+    budget = budget_bytes(options, free)
+
+    def load():
+      # Weights the budget cannot hold are read straight into host memory (the plan offloads
+      # them), not through a device that could not take them. Quantised weights are made on
+      # the device.
+      to_host = native and (on_host or (
+          budget is not None and bundle_lib.weight_bytes(checkpoint, header) > budget))
+      loaded = load_models(checkpoint, header.dit_cfg.param_dtype, log, header,
+                           weights.host_sharding(mesh) if to_host else None)
+      return prepare(loaded, to_host)
+
     # A dry run plans from the shapes alone: its weights load only if something asks for them.
     # Otherwise the load starts first: the shapes below take a moment for a 3B or 7B model.
     loading = Deferred(load) if options.dry_run and native else in_background(load)
     shapes = abstract_models(header) if native else None
-  return Session(loading, mesh, shapes, free, weights_on_host=options.offload != "none")
+  return Session(loading, mesh, shapes, free, weights_on_host=on_host)
 
 
 def memory_budget(options: RestoreOptions, session: Session) -> int | None:
   """Device bytes a restore may use: `options.memory_budget` GB, else the device memory free
   besides the session's models (`Session.free_bytes`); None without either (a backend that
   keeps no memory statistics: CPU)."""
+  return budget_bytes(options, session.free_bytes)
+
+
+def budget_bytes(options: RestoreOptions, free_bytes: int | None) -> int | None:
+  """`options.memory_budget` GB in bytes, else `free_bytes`."""
   if options.memory_budget is not None:
     return int(options.memory_budget * memory_plan.GB)
-  return session.free_bytes
+  return free_bytes
 
 
 def memory_estimator(session: Session, size: tuple[int, int], bits: int,
