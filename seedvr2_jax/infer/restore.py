@@ -333,16 +333,16 @@ def load_session(options: RestoreOptions, log=print, models=None) -> Session:
   free, native = free_device_bytes(), options.dit_weights == "native"
   on_host = options.offload != "none"
 
-  def prepare(loaded, in_host_memory: bool = False):
+  def prepare(loaded, to_host: bool):
     dit, vae, txt = loaded
     if not native:
       dit = quantize.quantize_model(dit, options.dit_weights)
       log(f"DiT block kernels held as {options.dit_weights} (weight-only, dequantised at use)")
-    return host_models((dit, vae, txt), mesh) if on_host or in_host_memory else (dit, vae, txt)
+    return host_models((dit, vae, txt), mesh) if to_host else (dit, vae, txt)
 
   if models is not None:  # already loaded: their device bytes are free for the restore
     free = None if free is None else free + model_bytes(models)
-    loading, shapes = Deferred(lambda: prepare(models)), None
+    loading, shapes = Deferred(lambda: prepare(models, on_host)), None
   else:
     checkpoint, header = model_header(options.checkpoint, resolve_dtype(options.dtype), log)
     budget = budget_bytes(options, free)
@@ -351,11 +351,11 @@ def load_session(options: RestoreOptions, log=print, models=None) -> Session:
       # Weights the budget cannot hold are read straight into host memory (the plan offloads
       # them), not through a device that could not take them. Quantised weights are made on
       # the device.
-      to_host = native and (on_host or (
+      read_to_host = native and (on_host or (
           budget is not None and bundle_lib.weight_bytes(checkpoint, header) > budget))
       loaded = load_models(checkpoint, header.dit_cfg.param_dtype, log, header,
-                           weights.host_sharding(mesh) if to_host else None)
-      return prepare(loaded, to_host)
+                           weights.host_sharding(mesh) if read_to_host else None)
+      return prepare(loaded, on_host or read_to_host)
 
     # A dry run plans from the shapes alone: its weights load only if something asks for them.
     # Otherwise the load starts first: the shapes below take a moment for a 3B or 7B model.
