@@ -3,6 +3,7 @@
   python experiments/bench_vae.py                      # the default settings below
   python experiments/bench_vae.py --runs encode:21:720x1280:8 decode:21:720x1280:2
   python experiments/bench_vae.py --runs decode:21:720x1280:1 --profile   # + device time per op
+  python experiments/bench_vae.py --runs decode:21:720x1280:1 --profile --trace-dir /tmp/tr  # + HLO
   python experiments/bench_vae.py --runs decode:101:720x1280:1 --fold-max-elements 536870912
   python experiments/bench_vae.py --runs decode:21:1080x1920:1:544x960:64   # tiled, tile-major
 
@@ -26,7 +27,8 @@ DEFAULT_RUNS = ["encode:21:720x1280:4", "encode:101:720x1280:4", "encode:21:1080
                 "decode:21:720x1280:1", "decode:101:720x1280:1", "decode:21:1080x1920:1"]
 
 
-def run_one(spec: str, iters: int, warmup: int, profile: bool, fold_max: int | None) -> dict:
+def run_one(spec: str, iters: int, warmup: int, profile: bool, fold_max: int | None,
+            trace_dir: str | None = None) -> dict:
   import jax
   import jax.numpy as jnp
   from flax import nnx
@@ -63,7 +65,10 @@ def run_one(spec: str, iters: int, warmup: int, profile: bool, fold_max: int | N
   if profile:
     jitted = jax.jit(lambda s, v: fn(s, v, chunk, tiles))
     jax.block_until_ready(jitted(state, x))
-    t["op_ms"] = device_time_by_op(lambda: jitted(state, x))
+    t["op_ms"] = device_time_by_op(lambda: jitted(state, x), top=40, trace_dir=trace_dir)
+    if trace_dir:
+      with open(os.path.join(trace_dir, f"{mode}_hlo.txt"), "w") as f:
+        f.write(jitted.lower(state, x).compile().as_text())
   return dict(mode=mode, frames=frames, size=f"{width}x{height}", chunk=chunk or 0,
               tile=":".join(tiling),
               device=jax.devices()[0].device_kind, jax=jax.__version__, **t,
@@ -84,18 +89,29 @@ def main():
                       help="override layers.FOLD_MAX_ELEMENTS (the stacked-taps group size)")
   parser.add_argument("--profile", action="store_true",
                       help="also trace one call and report device time per HLO op (op_ms)")
+  parser.add_argument("--trace-dir", default=None,
+                      help="with --profile: keep the trace and the compiled HLO "
+                      "(MODE_hlo.txt) here")
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.fold_max_elements is not None and args.fold_max_elements <= 0:
     parser.error(f"--fold-max-elements must be positive, got {args.fold_max_elements}")
   if args.child:
     print(json.dumps(run_one(args.runs[0], args.iters, args.warmup, args.profile,
-                             args.fold_max_elements)))
+                             args.fold_max_elements, args.trace_dir)))
     return
+  if args.profile:
+    from seedvr2_jax.utils import xla_flags
+    if xla_flags.cuda_requested():
+      # CUDA graphs show a call as "command_buffer" ops: off, so the profile lists the ops
+      # (the timed calls of a --profile run are without them too).
+      os.environ["XLA_FLAGS"] = xla_flags.merged(os.environ.get("XLA_FLAGS", ""),
+                                                 (("xla_gpu_enable_command_buffer", ""),))
   rows = []
   for spec in args.runs:
     cmd = [sys.executable, __file__, "--child", "--runs", spec, "--iters", str(args.iters),
            "--warmup", str(args.warmup), *(["--profile"] if args.profile else []),
+           *(["--trace-dir", args.trace_dir] if args.trace_dir else []),
            *(["--fold-max-elements", str(args.fold_max_elements)] if args.fold_max_elements
              else [])]
     started = time.perf_counter()

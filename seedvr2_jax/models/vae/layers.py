@@ -153,10 +153,19 @@ class GroupNorm(nnx.Module):
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     b, t, h, w, c = x.shape
-    xf = x.astype(jnp.float32).reshape(b, t, h, w, self.groups, c // self.groups)
-    mean = jnp.mean(xf, axis=(2, 3, 5), keepdims=True)
-    var = jnp.mean(jnp.square(xf - mean), axis=(2, 3, 5), keepdims=True)
-    y = ((xf - mean) * jax.lax.rsqrt(var + GN_EPS)).reshape(x.shape)
+    per_group = c // self.groups
+
+    def group_mean(channel_sums):  # (B, T, C) sums over H, W -> (B, T, 1, 1, C) group means
+      means = channel_sums.reshape(b, t, self.groups, per_group).sum(-1) / (h * w * per_group)
+      return jnp.repeat(means, per_group, axis=-1)[:, :, None, None, :]
+
+    # Per-channel sums over (H, W) first, then per group: column reductions over the
+    # channels-last layout, without the (groups, channels per group) relayout of the
+    # activation. Two passes (the mean, then the centred squares) as the official GroupNorm.
+    xf = x.astype(jnp.float32)
+    mean = group_mean(jnp.sum(xf, axis=(2, 3)))
+    var = group_mean(jnp.sum(jnp.square(xf - mean), axis=(2, 3)))
+    y = (xf - mean) * jax.lax.rsqrt(var + GN_EPS)
     return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(
         x.dtype)
 
