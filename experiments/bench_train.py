@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LATENT_720P_21 = (6, 90, 160)  # 21 frames -> 6 latent frames; 720x1280 -> 90x160
@@ -55,8 +56,9 @@ def with_remat(run, remat: str, remat_names):
   return run
 
 
-def run_one(variant: str, devices: int, args) -> list[dict]:
-  """One build, then each remat policy of --remat in turn (the state carries over)."""
+def run_one(variant: str, devices: int, args) -> Iterator[dict]:
+  """One build, then each remat policy of --remat in turn (the state carries over); yields
+  each row when it finishes, so a run cut short keeps the rows before."""
   import jax
 
   from seedvr2_jax import config_lib
@@ -82,7 +84,7 @@ def run_one(variant: str, devices: int, args) -> list[dict]:
   work = run.objective.throughput(batch, run.objective.phase(0))
   flops, tokens = work.flops, work.tokens
   params = sum(x.size for x in jax.tree.leaves(run.state.params))  # G and D for APT
-  state, results = run.state, []
+  state = run.state
   for remat in args.remat:
     run = with_remat(run, remat, args.remat_names)
     result = dict(variant=variant, objective=args.objective, scan_layers=args.scan_layers,
@@ -119,15 +121,14 @@ def run_one(variant: str, devices: int, args) -> list[dict]:
             os.path.join(args.profile, f"{variant}_x{devices}_{remat}")))
     except Exception as e:  # out of memory for this policy: report it, try the next
       result["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
-      results.append(result)
+      yield result
       continue
     step_s = statistics.median(times)
     tflops = flops / step_s / 1e12 / devices
     result.update(step_s=step_s, step_s_min=min(times), tokens_per_s=tokens / step_s,
                   tflops_per_device=tflops, mfu=tflops / PEAK_TFLOPS,
                   loss=float(metrics["loss"]), peak_gb_so_far=peak_memory_gb())
-    results.append(result)
-  return results
+    yield result
 
 
 def main():
@@ -164,7 +165,7 @@ def main():
   if args.child:
     variant, devices = args.runs[0].split(":")
     for r in run_one(variant, int(devices), args):
-      print(json.dumps(r))
+      print(json.dumps(r), flush=True)  # each row as it finishes
     return
   if not args.no_gpu_flags:
     xla_flags.apply_gpu_flags()  # the children inherit XLA_FLAGS
