@@ -169,11 +169,8 @@ def main():
     return
   if not args.no_gpu_flags:
     xla_flags.apply_gpu_flags()  # the children inherit XLA_FLAGS
-  if args.profile and xla_flags.cuda_requested():
-    # CUDA graphs show a step as one "command_buffer" op: off, so the profile lists the ops
-    # (the timed steps of a --profile run are without them too; xla_flags is in the JSON).
-    os.environ["XLA_FLAGS"] = xla_flags.merged(os.environ.get("XLA_FLAGS", ""),
-                                               (("xla_gpu_enable_command_buffer", ""),))
+  if args.profile:  # its timed steps run without CUDA graphs too (xla_flags is in the JSON)
+    xla_flags.apply_profile_flags()
   for spec in args.runs:
     cmd = [sys.executable, __file__, "--child", "--runs", spec, "--remat", *args.remat,
            "--remat-names", *args.remat_names, "--mu-dtype", args.mu_dtype,

@@ -63,12 +63,12 @@ def run_one(spec: str, iters: int, warmup: int, profile: bool, fold_max: int | N
   flops_run = count_flops(lambda s, v: fn(s, v, chunk, tiles), state, x)
   t = time_jitted(lambda s, v: fn(s, v, chunk, tiles), state, x, warmup=warmup, iters=iters)
   if profile:
-    jitted = jax.jit(lambda s, v: fn(s, v, chunk, tiles))
-    jax.block_until_ready(jitted(state, x))
-    t["op_ms"] = device_time_by_op(lambda: jitted(state, x), top=40, trace_dir=trace_dir)
+    compiled = jax.jit(lambda s, v: fn(s, v, chunk, tiles)).lower(state, x).compile()
+    jax.block_until_ready(compiled(state, x))
+    t["op_ms"] = device_time_by_op(lambda: compiled(state, x), top=40, trace_dir=trace_dir)
     if trace_dir:
       with open(os.path.join(trace_dir, f"{mode}_hlo.txt"), "w") as f:
-        f.write(jitted.lower(state, x).compile().as_text())
+        f.write(compiled.as_text())
   return dict(mode=mode, frames=frames, size=f"{width}x{height}", chunk=chunk or 0,
               tile=":".join(tiling),
               device=jax.devices()[0].device_kind, jax=jax.__version__, **t,
@@ -100,13 +100,9 @@ def main():
     print(json.dumps(run_one(args.runs[0], args.iters, args.warmup, args.profile,
                              args.fold_max_elements, args.trace_dir)))
     return
-  if args.profile:
+  if args.profile:  # the children inherit it; their timed calls run without CUDA graphs too
     from seedvr2_jax.utils import xla_flags
-    if xla_flags.cuda_requested():
-      # CUDA graphs show a call as "command_buffer" ops: off, so the profile lists the ops
-      # (the timed calls of a --profile run are without them too).
-      os.environ["XLA_FLAGS"] = xla_flags.merged(os.environ.get("XLA_FLAGS", ""),
-                                                 (("xla_gpu_enable_command_buffer", ""),))
+    xla_flags.apply_profile_flags()
   rows = []
   for spec in args.runs:
     cmd = [sys.executable, __file__, "--child", "--runs", spec, "--iters", str(args.iters),

@@ -20,6 +20,7 @@ def test_user_flags_win_and_ours_fill_in():
 def test_flags_are_left_out_off_cuda():
   environ = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_dump_to=/tmp/d"}
   assert not xla_flags.apply_gpu_flags(environ)
+  assert not xla_flags.apply_profile_flags(environ)
   assert environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/d"
 
 
@@ -33,5 +34,7 @@ def test_every_flag_is_known_to_the_installed_xla():
   """XLA aborts at start-up on a flag it does not know (e.g. one removed in a new jaxlib); the
   GPU flags are parsed on every backend, so the CPU catches them."""
   proc = _starts_jax(xla_flags.merged(""))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  proc = _starts_jax(xla_flags.merged("", xla_flags.PROFILE_FLAGS))
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert _starts_jax(xla_flags.merged("--xla_gpu_no_such_flag=true")).returncode != 0

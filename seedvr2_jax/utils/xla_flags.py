@@ -59,3 +59,16 @@ def apply_gpu_flags(environ=os.environ) -> bool:
     return False
   environ["XLA_FLAGS"] = merged(environ.get("XLA_FLAGS", ""))
   return True
+
+
+# For a per-op profile: no CUDA graphs, which show a program's kernels as "command_buffer" ops.
+PROFILE_FLAGS = (("xla_gpu_enable_command_buffer", ""),)
+
+
+def apply_profile_flags(environ=os.environ) -> bool:
+  """Puts `PROFILE_FLAGS` into environ["XLA_FLAGS"] when JAX will run on NVIDIA GPUs, so a trace
+  names each op; returns whether it did."""
+  if not cuda_requested(environ):
+    return False
+  environ["XLA_FLAGS"] = merged(environ.get("XLA_FLAGS", ""), PROFILE_FLAGS)
+  return True
