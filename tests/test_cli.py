@@ -32,7 +32,12 @@ def test_parity_passes_on_bundled_fixture(capsys):
   assert all(tol == "0.0001" for _, _, tol in re.findall(check, lines[2]))  # VAE: all 1e-4
   assert "out_bf16qkv" in lines[0] and "out_bf16qkv" in lines[1]
   assert "video_decode" in lines[2] and "image_sample" in lines[2]
-  assert "final_uint8(exact 100.0000%)" in lines[3]
+  # float32 differences of ~2e-6 relative move a pixel that sits on a rounding boundary by one
+  # level, and which pixels do depends on the host CPU's vector code: every output byte was
+  # exact on earlier CI hosts, 99.9946% on an AMD EPYC. One level at most, almost never.
+  for name in ("final_uint8", "final_uint8_nocolorfix"):
+    exact, err = re.search(rf"{name}\(exact ([\d.]+)%\) ([\d.e+-]+)<=", lines[3]).groups()
+    assert float(exact) >= 99.99 and float(err) <= 1 / 255 + 1e-9, lines[3]
 
 
 def test_parity_fails_on_wrong_reference(capsys, tmp_path):
