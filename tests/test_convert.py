@@ -195,3 +195,30 @@ def test_missing_file_and_unsafe_pickle_are_refused(tmp_path):
     z.writestr("archive/data.pkl", pickle.dumps(os.system))
   with pytest.raises(CheckpointError, match="refusing to load global"):
     open_state_dict(str(evil))
+
+
+def test_abstract_models_are_built_once_per_config_and_handed_out_as_copies():
+  """Two threads asking at once (a restore's plan and its weight load) build the model once;
+  each caller fills its own copy of the abstract state."""
+  import threading
+
+  builds = []
+
+  class Counted(nnx.Module):
+    def __init__(self, width, rngs):
+      builds.append(width)
+      self.kernel = nnx.Param(rngs.params.normal((width, 2)))
+
+  got = []
+  threads = [threading.Thread(target=lambda: got.append(nnx_map.abstract_split(Counted, 3)))
+             for _ in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert builds == [3] and got[0][0] is got[1][0]
+  nnx.replace_by_pure_dict(got[0][1], {"kernel": np.ones((3, 2), np.float32)})
+  for state in (got[1][1], nnx_map.abstract_split(Counted, 3)[1]):
+    assert isinstance(state["kernel"].get_value(), jax.ShapeDtypeStruct)
+  nnx_map.abstract_split(Counted, 4)
+  assert builds == [3, 4]

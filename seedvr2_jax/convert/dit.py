@@ -21,7 +21,7 @@ from seedvr2_jax.models.dit.nadit import NaDiT
 
 def abstract_model(cfg: NaDiTConfig):
   """(graphdef, abstract state) of a NaDiT without allocating parameters."""
-  return nnx.split(nnx.eval_shape(lambda: NaDiT(cfg, nnx.Rngs(0))))
+  return nnx_map.abstract_split(NaDiT, cfg)
 
 
 def rope_buffer_keys(cfg: NaDiTConfig) -> list[str]:

@@ -7,6 +7,8 @@ An NNX parameter path maps to its official key by joining with dots and renaming
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable, Mapping
 
 import jax
@@ -19,6 +21,24 @@ from seedvr2_jax.errors import CheckpointError
 _MAX_LISTED = 12
 # ours -> official axis order, by rank of a `kernel`.
 _KERNEL_TO_OFFICIAL = {2: (1, 0), 5: (4, 3, 0, 1, 2)}
+
+
+_abstract_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=8)
+def _abstract_split(module_type: type, cfg) -> tuple:
+  return nnx.split(nnx.eval_shape(lambda: module_type(cfg, nnx.Rngs(0))))
+
+
+def abstract_split(module_type: type, cfg) -> tuple:
+  """(graphdef, abstract state) of `module_type(cfg, rngs)` without allocating parameters,
+  built once per (type, config): a 3B DiT takes about a second of Python, and a restore asks
+  for it from two threads (its plan and its weight load). The state is the caller's own copy
+  (loaders fill it in place)."""
+  with _abstract_lock:  # a second caller waits for the first one's build
+    graphdef, state = _abstract_split(module_type, cfg)
+  return graphdef, jax.tree.map(lambda x: x, state)
 
 
 def official_key(path: tuple) -> str:

@@ -48,7 +48,8 @@ class _Renamed(Mapping):
 
 
 def abstract_model(cfg: VAEConfig):
-  return nnx.split(nnx.eval_shape(lambda: VideoAutoencoder(cfg, nnx.Rngs(0))))
+  """(graphdef, abstract state) of a VideoAutoencoder without allocating parameters."""
+  return nnx_map.abstract_split(VideoAutoencoder, cfg)
 
 
 def load_state(state_dict: Mapping, cfg: VAEConfig, place=None):
