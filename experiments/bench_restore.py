@@ -17,8 +17,8 @@ once warm (its compiled programs loaded from --cache-dir), then with three copie
 as inputs (`-o DIR`: one model load; a further input's time is from the second input's start to
 the third's: its read, model and write with the models and programs loaded, the end of its write
 overlapping the next input as in a folder of videos). Each output line of the command is
-kept with the seconds since the command started (the timeline: `--timeline` prints it). Each run
-is its own process.
+kept with the seconds since the command started (the timeline: `--timeline` prints it). The
+weights' load (`bundle.load`) is also timed alone. Each run is its own process.
 """
 
 import argparse
@@ -69,6 +69,26 @@ def further_input_seconds(timeline: list[tuple[float, str]]) -> float:
   of its third ("[3/3] ...")."""
   start = next(t for t, line in timeline if line.startswith("[2/3]"))
   return next(t for t, line in timeline if line.startswith("[3/3]")) - start
+
+
+def load_seconds(checkpoint: str, iters: int) -> float:
+  """Seconds `bundle.load` takes to read a checkpoint's DiT and VAE onto the default device
+  alone (no program loading beside it), median of `iters` after one read that fills the page
+  cache."""
+  import statistics
+
+  import jax
+
+  from seedvr2_jax.convert import bundle as bundle_lib
+  header = bundle_lib.load_header(checkpoint)
+  times = []
+  for _ in range(iters + 1):
+    start = time.perf_counter()
+    loaded = bundle_lib.load(checkpoint, header=header)
+    jax.block_until_ready(jax.tree.leaves((loaded.dit_state, loaded.vae_state)))
+    times.append(time.perf_counter() - start)
+    del loaded
+  return statistics.median(times[1:])
 
 
 def run_one(spec: str, iters: int, tiny: bool, workdir: str) -> dict:
@@ -148,6 +168,9 @@ def run_one(spec: str, iters: int, tiny: bool, workdir: str) -> dict:
   bundle_lib.save(bundle_lib.Bundle(dit.cfg, vae.cfg, dit_state, vae_state, txt, neg),
                   os.path.join(workdir, "checkpoint"))
   save_s = time.perf_counter() - start
+  peak_gb = peak_memory_gb()
+  del dit, vae, dit_state, vae_state  # the loads below read copies of them
+  load_s = load_seconds(os.path.join(workdir, "checkpoint"), iters)
   model_s = sum(rows[k]["seconds"] for k in ("preprocess", "encode", "dit", "decode", "colorfix"))
   return dict(spec=spec, frames=frames,
               output=f"{output.shape[2]}x{output.shape[1]}",
@@ -155,7 +178,7 @@ def run_one(spec: str, iters: int, tiny: bool, workdir: str) -> dict:
               stages={k: v["seconds"] for k, v in rows.items()},
               compile_s={k: v["compile_s"] for k, v in rows.items()}, model_s=model_s,
               read_s=read_s, write_s=write_s, total_s=model_s + read_s + write_s,
-              checkpoint_save_s=save_s, peak_gb=peak_memory_gb())
+              checkpoint_save_s=save_s, load_s=load_s, peak_gb=peak_gb)
 
 
 def main():
@@ -213,7 +236,8 @@ def main():
           f"{s['colorfix']:.3f} + resize {s['preprocess']:.3f} + read {r['read_s']:.2f} + write "
           f"{r['write_s']:.2f}; restore command {r['restore_warm_s']:.2f} s (cold "
           f"{r['restore_cold_s']:.1f} s; a further input with the models loaded "
-          f"{r['further_input_s']:.2f} s); peak {r['peak_gb']:.1f} GB  {r['device']}", flush=True)
+          f"{r['further_input_s']:.2f} s); weights load alone {r['load_s']:.2f} s; peak "
+          f"{r['peak_gb']:.1f} GB  {r['device']}", flush=True)
 
 
 if __name__ == "__main__":
