@@ -31,8 +31,8 @@ def _free_port() -> int:
 def _env(devices: int, **extra) -> dict:
   # No persistent compilation cache: JAX writes it from process 0 only, so the processes of a
   # relaunch need not find the same programs there, and one that compiles while the other loads
-  # leaves the other waiting at its first collective past Gloo's fixed 30 s (two failures of 3
-  # full runs on a 2-core host; both processes compile alike without it).
+  # leaves the other waiting at its first collective past Gloo's fixed 30 s; without the cache
+  # both processes compile alike.
   return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
               JAX_ENABLE_COMPILATION_CACHE="false",
               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra)
